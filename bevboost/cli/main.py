@@ -1,0 +1,60 @@
+"""``bevboost`` command line: one module per subcommand.
+
+Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``
+and imports its heavy dependencies inside ``run``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from bevboost._optional import MissingDependencyError
+
+#: subcommand name -> module implementing it
+SUBCOMMANDS = {
+    'plan': 'bevboost.cli.plan_cmd',
+    'boost': 'bevboost.cli.boost_cmd',
+    'train': 'bevboost.cli.train_cmd',
+    'bench': 'bevboost.cli.bench_cmd',
+    'data': 'bevboost.cli.data_cmd',
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='bevboost',
+        description='Performance kit for BEV 3D detector training on MMEngine/MMDetection3D.')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # subcommand not shipped in this build
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError,
+            MissingDependencyError) as exc:
+        print(f'bevboost {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'bevboost {args.command}: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MMEngine integration: optimizer wrappers, hooks and checkpoint safety."""

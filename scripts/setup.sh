@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up .venv with everything bevboost, its tests and its benchmarks need, CPU-only.
+# Idempotent: a second run only checks. Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${BEVBOOST_VENV:-.venv}
+# mmcv 2.1.0 CPU-ops wheel built for torch 2.13.0 (saves a ~38 min compile where present)
+WHEELS=${BEVBOOST_WHEELS:-../shared/wheels}
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+find_links=()
+[ -d "$WHEELS" ] && find_links=(--find-links "$WHEELS")
+
+pip install -q "setuptools<82" wheel
+# torch first, pinned, so nothing below pulls a multi-GB CUDA build
+pip install -q torch==2.13.0
+pip install -q "${find_links[@]}" -r requirements/ci.txt
+# mmdet3d without its requirements (they pull open3d, ~900 MB, unused here)
+pip install -q --no-deps mmdet3d==1.4.0
+pip install -q "${find_links[@]}" -e ".[dev,bench,dali]"
+python - <<'PY'
+import torch, mmengine, mmcv, mmdet, mmdet3d, bevboost
+print(f'bevboost {bevboost.__version__}: torch {torch.__version__}, mmengine {mmengine.__version__}, '
+      f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmdet3d {mmdet3d.__version__}')
+PY

@@ -1,0 +1,62 @@
+"""Test tiers and hygiene.
+
+Markers ``gpu``, ``dali`` and ``mmdet3d`` are skipped automatically, with the
+reason listing every missing requirement, when this machine lacks them; CI
+runs everything except ``gpu``. Tests must not leave files behind in
+/dev/shm (checked after every test).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bevboost._optional import missing_requirements
+
+#: marker -> requirements (``'cuda'`` or import names)
+TIER_REQUIREMENTS = {
+    'gpu': ('cuda',),
+    'dali': ('nvidia.dali',),
+    'mmdet3d': ('mmdet3d', 'mmcv', 'mmdet'),
+}
+
+SHM_DIR = Path('/dev/shm')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs: list[str] = []
+        for marker, reqs in TIER_REQUIREMENTS.items():
+            if item.get_closest_marker(marker) is not None:
+                needs.extend(reqs)
+        missing = missing_requirements(*dict.fromkeys(needs))
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"Requires: [{' + '.join(missing)}]"))
+
+
+def _bevboost_shm_entries() -> set[str]:
+    if not SHM_DIR.is_dir():
+        return set()
+    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith('bevboost')}
+
+
+@pytest.fixture(autouse=True)
+def no_shm_leaks():
+    """Fail a test that leaves a bevboost shared-memory segment behind."""
+    before = _bevboost_shm_entries()
+    yield
+    leaked = _bevboost_shm_entries() - before
+    for name in leaked:  # clean up so one leak does not fail every later test
+        try:
+            os.unlink(SHM_DIR / name)
+        except OSError:
+            pass
+    assert not leaked, f'test leaked /dev/shm segments: {sorted(leaked)}'
+
+
+@pytest.fixture
+def tmp_work_dir(tmp_path):
+    d = tmp_path / 'work_dir'
+    d.mkdir()
+    return d
