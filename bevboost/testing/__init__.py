@@ -1,0 +1,1 @@
+"""Small CPU-only models and datasets for tests, examples and benchmarks."""
