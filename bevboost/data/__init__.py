@@ -1,0 +1,1 @@
+"""Fast multi-view camera data path and the synthetic nuScenes dataset."""
