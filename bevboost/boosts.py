@@ -87,6 +87,23 @@ def register_boost(cls: type[Boost]) -> type[Boost]:
     return cls
 
 
+def config_entry(cfg: Config, key: str, default: Any) -> Any:
+    """``cfg[key]``, created as ``default`` when missing, mutable in place.
+
+    (``Config.setdefault`` returns a detached copy, so appends to it are lost.)
+    """
+    if cfg.get(key) is None:
+        cfg[key] = default
+    return cfg[key]
+
+
+def add_custom_hook(cfg: Config, hook: dict[str, Any]) -> None:
+    """Append ``hook`` to ``cfg.custom_hooks`` unless a hook of its type is there."""
+    hooks = config_entry(cfg, 'custom_hooks', [])
+    if not any(h.get('type') == hook['type'] for h in hooks):
+        hooks.append(hook)
+
+
 def _ensure_builtin_boosts() -> None:
     # Importing the package registers the built-in boosts.
     import bevboost  # noqa: F401

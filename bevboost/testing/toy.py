@@ -27,7 +27,7 @@ class ToyRegressor(BaseModel):
         layers += [nn.Tanh(), nn.Linear(hidden, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, inputs, targets=None, mode: str = 'tensor'):
+    def forward(self, inputs, targets=None, mode: str = 'tensor', **unused):
         inputs = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
         pred = self.net(inputs.float()).squeeze(-1)
         if mode == 'loss':

@@ -1,0 +1,75 @@
+"""Make mmengine checkpoints load under ``torch.load(weights_only=True)``.
+
+Since torch 2.6 ``torch.load`` defaults to ``weights_only=True`` and mmengine
+0.10's resume fails with ``Weights only load failed ... HistoryBuffer``.
+Switching ``weights_only`` off would run code from any checkpoint, so instead
+we allow-list exactly the classes an mmengine checkpoint holds:
+
+* ``mmengine.logging.HistoryBuffer`` (the message hub's logged scalars) and
+  the numpy pieces its arrays pickle to (``ndarray``, ``dtype``, the
+  ``_reconstruct`` and ``scalar`` constructors);
+* nothing else: optimizer, scheduler, loss-scaler and model states are plain
+  tensors, dicts and numbers.
+
+One more fix is needed: ``HistoryBuffer.__getstate__`` pickles its statistics
+methods as ``getattr(HistoryBuffer, 'min')`` calls, and ``getattr`` must never
+be allow-listed (it reaches any attribute of any allowed object). Its default
+methods are rebuilt on load anyway (``__setstate__`` calls
+``_set_default_statistics``), so we leave them out of the pickle; a custom
+statistics method registered by the user is still saved (and then needs the
+user's explicit ``torch.serialization.add_safe_globals``).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getstate(self: HistoryBuffer) -> dict:
+    state = dict(self.__dict__)
+    custom = {name: fn for name, fn in self._statistics_methods.items()
+              if not (name in _DEFAULT_STATISTICS and fn is getattr(HistoryBuffer, name))}
+    state.pop('statistics_methods', None)
+    if custom:
+        state['statistics_methods'] = custom
+    return state
+
+
+def _numpy_globals() -> list:
+    """The numpy callables an array pickles to, under every module path numpy uses."""
+    multiarray = np.core.multiarray if hasattr(np, 'core') else np._core.multiarray
+    allowed: list = [np.ndarray, np.dtype]
+    for fn in (multiarray._reconstruct, multiarray.scalar):
+        # numpy 1.x pickles as numpy.core.multiarray.X, numpy 2.x as numpy._core.multiarray.X
+        allowed += [(fn, f'numpy.core.multiarray.{fn.__name__}'),
+                    (fn, f'numpy._core.multiarray.{fn.__name__}')]
+    # numpy >= 1.25 pickles dtypes via their classes (numpy.dtypes.Float64DType, ...)
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith('DType')]
+    return allowed
+
+
+def mmengine_safe_globals() -> list:
+    """Everything an mmengine checkpoint needs beyond torch's own allow-list."""
+    return [HistoryBuffer, *_numpy_globals()]
+
+
+def install() -> None:
+    """Allow-list mmengine checkpoint classes and fix ``HistoryBuffer`` pickling.
+
+    Idempotent; called when :mod:`bevboost` is imported.
+    """
+    HistoryBuffer.__getstate__ = _history_buffer_getstate
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    logger.debug('allow-listed mmengine checkpoint classes for weights_only loading')
+
+
+install()

@@ -1,0 +1,16 @@
+"""Measurement: stall/compute hook, torch.profiler hook, replay ceiling, bench.
+
+Importing this package registers ``StallMonitorHook``, ``TorchProfilerHook``
+and ``ReplayDataHook`` in mmengine's root ``HOOKS`` and the ``measure`` and
+``profile`` boosts.
+"""
+from bevboost.profiling.boosts import TOOLING_BOOSTS, apply_measure, apply_profile
+from bevboost.profiling.gpu import GpuSampler
+from bevboost.profiling.profiler_hook import TorchProfilerHook
+from bevboost.profiling.replay import ReplayDataHook
+from bevboost.profiling.stages import StageRecorder, instrument_dataloader
+from bevboost.profiling.stall_hook import StallMonitorHook
+
+__all__ = ['GpuSampler', 'ReplayDataHook', 'StageRecorder', 'StallMonitorHook',
+           'TOOLING_BOOSTS', 'TorchProfilerHook', 'apply_measure', 'apply_profile',
+           'instrument_dataloader']
