@@ -1,1 +1,15 @@
-"""Fast multi-view camera data path and the synthetic nuScenes dataset."""
+"""Fast multi-view camera data path and the synthetic nuScenes dataset.
+
+Importing registers ``FastLoadMultiViewImageFromFiles`` (mmengine root
+TRANSFORMS), ``ShmRingRunner`` (root RUNNERS) and the boosts ``fast-decode``,
+``dali`` and ``shm``. Nothing here imports mmdet3d or DALI at import time.
+"""
+from bevboost.data import boosts, runner, transforms  # noqa: F401  (registration)
+from bevboost.data.decode import ImageLoadError
+from bevboost.data.preprocess import UInt8Normalizer
+from bevboost.data.shm_loader import ShmRingLoader
+from bevboost.data.synth import synthesize_nuscenes
+from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
+
+__all__ = ['FastLoadMultiViewImageFromFiles', 'ImageLoadError', 'ShmRingLoader',
+           'UInt8Normalizer', 'synthesize_nuscenes']
