@@ -34,8 +34,8 @@ def prepare_bench_config(cfg: Any, *, iters: int, warmup: int, seed: int, work_d
         loader.sampler = dict(type='InfiniteSampler', shuffle=sampler.get('shuffle', True),
                               seed=seed)
     hooks = dict(cfg.get('default_hooks') or {})
-    hooks['checkpoint'] = None
-    hooks['visualization'] = None
+    hooks['checkpoint'] = None  # mmengine drops a default hook set to None
+    hooks.pop('visualization', None)
     logger_hook = dict(hooks.get('logger') or dict(type='LoggerHook'))
     logger_hook['interval'] = max(1, (iters + warmup) // 4)
     hooks['logger'] = logger_hook

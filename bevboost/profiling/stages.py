@@ -64,7 +64,10 @@ class StageRecorder:
             slot[0] += seconds
             slot[1] += 1.0
         now = time.perf_counter()
-        if now - self._last_flush >= self.flush_interval:
+        since = now - self._last_flush
+        # flush on time, and after every batch once a little has accumulated, so
+        # short runs still report before their workers exit
+        if since >= self.flush_interval or (stage == COLLATE and since >= 0.01):
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:

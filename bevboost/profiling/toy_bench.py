@@ -38,7 +38,7 @@ def toy_bench_config(work_dir: str | Path, *, decode_work: int = 200, num_worker
                      max_iters: int = 20, batch_size: int = 4) -> dict:
     """Toy regression config whose loader runs ``ToyDecode`` per sample."""
     cfg = toy_config(str(work_dir), max_iters=max_iters, batch_size=batch_size,
-                     num_samples=64)
+                     num_samples=64, lr=0.01)
     cfg['train_dataloader'].update(
         num_workers=num_workers, persistent_workers=False)
     cfg['train_dataloader']['dataset']['pipeline'] = [dict(type='ToyDecode', work=decode_work)]

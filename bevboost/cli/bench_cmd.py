@@ -1,0 +1,99 @@
+"""``bevboost bench [CONFIG]``: measure every optimization side by side.
+
+Without CONFIG it runs the embedded default (the tiny PETRv2 config on the
+synthetic nuScenes set, generated into a cache directory on first use).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the config ``bevboost bench`` runs when none is given
+DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
+DEFAULT_VARIANTS = 'baseline,amp,accum=4,fast-decode,shm,dali,all'
+#: synthetic data for the default config: where, and how much
+SYNTH_CACHE = Path(os.environ.get('BEVBOOST_CACHE', Path.home() / '.cache' / 'bevboost'))
+SYNTH_KWARGS = dict(scenes=3, samples_per_scene=8, seed=0)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        'bench', help='benchmark boosts side by side (fresh process per variant)',
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', nargs='?', default=None,
+                   help=f'training config (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})')
+    p.add_argument('--variants', default=None,
+                   help='comma-separated: baseline, a boost name or name=value, several joined '
+                        "by '+', all (every exact boost available here), ceiling (data-free "
+                        f'replay, always added). Default: {DEFAULT_VARIANTS}')
+    p.add_argument('--iters', type=int, default=20, help='measured iterations per run (20)')
+    p.add_argument('--warmup', type=int, default=5, help='warm-up iterations, not measured (5)')
+    p.add_argument('--repeats', type=int, default=2, help='runs per variant, interleaved (2)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='bench_out', help='report directory (bench_out)')
+    p.add_argument('--no-ceiling', action='store_true', help='skip the data-free ceiling run')
+    p.add_argument('--timeout', type=float, default=900.0, help='seconds per run (900)')
+    p.set_defaults(func=run)
+
+
+def _default_config(out: Path) -> Path:
+    """The default config, with its synthetic data generated into the cache if missing."""
+    if not DEFAULT_CONFIG.is_file():
+        raise FileNotFoundError(f'default bench config missing: {DEFAULT_CONFIG}')
+    from bevboost.runner_utils import load_config
+    data_root = load_config(DEFAULT_CONFIG).train_dataloader.dataset.data_root
+    root = Path(data_root)
+    if not root.is_absolute():
+        root = Path.cwd() / root
+    if not (root / 'nuscenes_infos_train.pkl').is_file():
+        root = SYNTH_CACHE / 'synth_nuscenes'
+        if not (root / 'nuscenes_infos_train.pkl').is_file():
+            from bevboost.data.synth import synthesize_nuscenes
+            logger.info('generating the synthetic nuScenes set for the default config into %s '
+                        '(%s; once)', root, SYNTH_KWARGS)
+            synthesize_nuscenes(root, **SYNTH_KWARGS)
+    derived = out / 'bench_config.py'
+    derived.write_text(f'_base_ = [{str(DEFAULT_CONFIG)!r}]\n'
+                       f'train_dataloader = dict(dataset=dict(data_root={str(root) + "/"!r}))\n')
+    logger.info('default config %s on data %s', DEFAULT_CONFIG, root)
+    return derived
+
+
+def run(args: argparse.Namespace) -> int:
+    from bevboost.profiling.bench import check_out_dir, resolve_variants, run_bench
+    from bevboost.profiling.report import write_report
+
+    lenient = args.variants is None
+    names = (args.variants or DEFAULT_VARIANTS).split(',')
+    variants = resolve_variants(names, ceiling=not args.no_ceiling, lenient=lenient)
+    if args.config is not None and not Path(args.config).is_file():
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    out = check_out_dir(args.out)
+    config = Path(args.config) if args.config is not None else _default_config(out)
+
+    runnable = sum(v.reason is None for v in variants)
+    total = runnable * max(args.repeats, 1)
+    from tqdm import tqdm
+    with tqdm(total=total, desc='bench', unit='run') as bar:
+        def progress(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        report = run_bench(config, variants, iters=args.iters, warmup=args.warmup,
+                           repeats=args.repeats, out=out, seed=args.seed,
+                           timeout=args.timeout, progress=progress)
+    files = write_report(report, out)
+    for row in report['variants']:
+        if row['status'] == 'ok':
+            print(f"{row['name']:>16}: {row['samples_per_s']['median']:8.2f} samples/s  "
+                  f"speedup {row['speedup']['median'] or 0:.2f}x  "
+                  f"stall {100 * (row['stall_share'] or 0):.0f}%")
+        else:
+            print(f"{row['name']:>16}: {row['status']}: {row['reason']}")
+    print('report:', ', '.join(str(p) for p in files.values()))
+    return 1 if report['failed'] else 0
