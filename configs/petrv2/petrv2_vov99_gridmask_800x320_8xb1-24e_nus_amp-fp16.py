@@ -1,0 +1,5 @@
+# PETRv2 V2-99 800x320 with fp16 autocast + dynamic loss scaling (CUDA).
+_base_ = [
+    './petrv2_vov99_gridmask_800x320_8xb1-24e_nus.py',
+    '../_base_/boosts/amp_fp16.py',
+]
