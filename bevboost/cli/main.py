@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             MissingDependencyError) as exc:
         print(f'bevboost {args.command}: error: {exc}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
     except KeyboardInterrupt:
         print(f'bevboost {args.command}: interrupted', file=sys.stderr)
         return 130

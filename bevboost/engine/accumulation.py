@@ -189,7 +189,7 @@ def _is_iter_based(cfg) -> bool:
     return train_cfg.get('type') == 'IterBasedTrainLoop' or train_cfg.get('by_epoch') is False
 
 
-def scale_iteration_counts(cfg, factor: int) -> list[str]:
+def scale_iteration_counts(cfg, factor: float) -> list[str]:
     """Multiply iteration-counted loop lengths and intervals by ``factor``.
 
     An iteration of mmengine's loops is one micro-batch; with ``factor`` times
@@ -202,24 +202,27 @@ def scale_iteration_counts(cfg, factor: int) -> list[str]:
     if _is_iter_based(cfg):
         for key in ('max_iters', 'val_interval'):
             if isinstance(cfg.train_cfg.get(key), int):
-                cfg.train_cfg[key] *= factor
+                cfg.train_cfg[key] = max(1, round(cfg.train_cfg[key] * factor))
                 changed.append(f'train_cfg.{key}')
     for name in ('checkpoint', 'logger'):
         hook = (cfg.get('default_hooks') or {}).get(name)
         if hook and isinstance(hook.get('interval'), int) and \
                 (name == 'logger' or hook.get('by_epoch', True) is False):
-            hook['interval'] *= factor
+            hook['interval'] = max(1, round(hook['interval'] * factor))
             changed.append(f'default_hooks.{name}.interval')
     return changed
 
 
-def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None) -> None:
+def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None,
+                       scale_loop: bool = True) -> None:
     """Accumulate ``counts`` micro-batches per optimizer step, same effective batch.
 
     Args:
         counts: micro-batches per optimizer step (>= 1).
         per_gpu_batch: the new per-GPU batch; default: the config's batch
             divided by ``counts``, which keeps the effective batch.
+        scale_loop: scale iteration-counted loop lengths and intervals to
+            cover the same samples (when the effective batch is kept).
     """
     try:
         counts = int(counts)
@@ -240,8 +243,8 @@ def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None)
         per_gpu_batch = old_batch * old_counts // counts
     wrapper['accumulative_counts'] = counts
     cfg.train_dataloader['batch_size'] = per_gpu_batch
-    if (old_batch * old_counts) == per_gpu_batch * counts and counts % old_counts == 0:
-        scale_iteration_counts(cfg, counts // old_counts)
+    if scale_loop and old_batch * old_counts == per_gpu_batch * counts:
+        scale_iteration_counts(cfg, counts / old_counts)
     use_optimizer_step_scheduler_hook(cfg)
     add_custom_hook(cfg, dict(type='AccumulationHook'))
 
