@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import queue as queue_mod
 import time
@@ -49,7 +50,6 @@ class StageRecorder:
         self._last_flush = time.perf_counter()
         self._cpu_mark = time.process_time()
         self._owner_pid = self._mark_pid = os.getpid()
-        self._cancelled_join = False
 
     # -- worker side -------------------------------------------------------
     def record(self, stage: str, seconds: float) -> None:
@@ -57,6 +57,8 @@ class StageRecorder:
         if self._mark_pid != os.getpid():  # first call in a new worker: own clocks
             self._mark_pid = os.getpid()
             self._last_flush, self._cpu_mark = time.perf_counter(), time.process_time()
+            # send the last partial interval when the worker exits
+            mp_util.Finalize(self, self.flush, exitpriority=10)
         slot = self._local.get(stage)
         if slot is None:
             self._local[stage] = [seconds, 1.0]
@@ -80,10 +82,6 @@ class StageRecorder:
         if os.getpid() == self._owner_pid:
             self._merge(msg, count_cpu=False)
             return
-        if not self._cancelled_join:
-            # a worker must never hang at exit on unread timing messages
-            self._queue.cancel_join_thread()
-            self._cancelled_join = True
         try:
             self._queue.put_nowait(msg)
         except queue_mod.Full:  # pragma: no cover - unbounded queue

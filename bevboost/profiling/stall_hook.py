@@ -98,6 +98,15 @@ def _restart_iterator(loop: Any) -> None:
     loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
 
 
+def _stop_workers(loop: Any) -> None:
+    """Shut the train loader's workers down (training is over) so they flush."""
+    proxy = getattr(loop, 'dataloader_iterator', None)
+    inner = getattr(proxy, 'inner', proxy)
+    for it in (getattr(inner, '_iterator', None), getattr(loop.dataloader, '_iterator', None)):
+        if hasattr(it, '_shutdown_workers'):
+            it._shutdown_workers()
+
+
 @HOOKS.register_module()
 class StallMonitorHook(Hook):
     """Measure data stall vs compute, throughput, memory, GPU and worker use.
@@ -240,6 +249,8 @@ class StallMonitorHook(Hook):
 
     # -- results -----------------------------------------------------------
     def after_train(self, runner) -> None:
+        if self.recorder is not None:
+            _stop_workers(runner.train_loop)  # their last timings arrive on exit
         self.summary = self.compute_summary()
         self.sampler.stop()
         self.summary['gpu'] = self.sampler.summary()
