@@ -1,0 +1,132 @@
+"""bevboost bench: variants, unavailable path, report fields, bad inputs."""
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import pytest
+
+from bevboost.boosts import Boost, BoostCard, _BOOSTS
+from bevboost.cli.main import main
+from bevboost.profiling.bench import ALL, BASELINE, CEILING, resolve_variants
+from bevboost.profiling.toy_bench import write_toy_bench_config
+
+
+class _NeedsGpu(Boost):
+    card: ClassVar[BoostCard] = BoostCard(name='test-needs-gpu', summary='x', changes=(),
+                                          expected_effect='x', requires=('cuda', 'no_such_mod'))
+
+    def apply(self, cfg, **options):
+        raise AssertionError('an unavailable boost must not be applied')
+
+
+class _Lossy(Boost):
+    card: ClassVar[BoostCard] = BoostCard(name='test-lossy', summary='x', changes=(),
+                                          expected_effect='x', exact=False)
+
+    def apply(self, cfg, **options):
+        cfg.train_dataloader.batch_size = 2
+
+
+@pytest.fixture
+def fake_boosts(monkeypatch):
+    monkeypatch.setitem(_BOOSTS, 'test-needs-gpu', _NeedsGpu())
+    monkeypatch.setitem(_BOOSTS, 'test-lossy', _Lossy())
+
+
+@pytest.fixture
+def toy_config_file(tmp_path):
+    return write_toy_bench_config(tmp_path / 'cfg' / 'toy.py', decode_work=20, num_workers=0)
+
+
+def test_resolve_orders_and_adds_ceiling(fake_boosts):
+    vs = resolve_variants(['amp', 'accum=4', ALL, 'test-lossy'])
+    assert [v.name for v in vs] == [BASELINE, 'amp', 'accum=4', 'test-lossy', ALL, CEILING]
+    by = {v.name: v for v in vs}
+    assert 'accum=4' in by[ALL].specs and 'test-lossy' not in by[ALL].specs
+    assert 'test-needs-gpu' not in by[ALL].specs and not by['test-lossy'].exact
+    assert by[CEILING].replay and not resolve_variants(['amp'], ceiling=False)[-1].replay
+
+
+def test_unavailable_variant_has_reason(fake_boosts):
+    v = resolve_variants(['test-needs-gpu'])[1]
+    assert 'CUDA' in v.reason and 'no_such_mod' in v.reason
+
+
+@pytest.mark.parametrize('names,match', [(['nope'], "unknown boost 'nope'"),
+                                         (['amp', ''], 'empty variant'),
+                                         (['measure'], 'measures')])
+def test_bad_variants(names, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_variants(names)
+
+
+def test_lenient_default_lists_missing_boost():
+    v = resolve_variants(['no-such-boost'], lenient=True)[1]
+    assert 'not in this build' in v.reason
+
+
+@pytest.mark.slow
+def test_bench_cli_writes_report(fake_boosts, toy_config_file, tmp_path, capsys):
+    out = tmp_path / 'out'
+    rc = main(['bench', str(toy_config_file), '--variants',
+               'baseline,test-needs-gpu', '--iters', '3', '--warmup', '1',
+               '--repeats', '1', '--out', str(out)])
+    assert rc == 0, capsys.readouterr()
+    report = json.loads((out / 'report.json').read_text())
+    rows = {r['name']: r for r in report['variants']}
+    assert set(rows) == {BASELINE, 'test-needs-gpu', CEILING}
+    assert rows['test-needs-gpu']['status'] == 'unavailable'
+    assert report['unavailable'][0]['name'] == 'test-needs-gpu'
+    assert report['accuracy_trading'] == [] and 'baseline' in report['exact']
+    base = rows[BASELINE]
+    for key in ('samples_per_s', 'speedup', 'stall_share', 'data_wait_ms', 'compute_ms',
+                'gpu_state', 'host_rss_peak_mb', 'stages', 'curves'):
+        assert key in base, key
+    assert base['speedup']['median'] == pytest.approx(1.0)
+    assert len(base['curves']['loss']) == 4 and len(base['curves']['lr']) == 4
+    assert rows[CEILING]['replay'] and rows[CEILING]['data_wait_ms'] < base['iter_time_ms']
+    assert 0 < report['ceiling']['baseline_share_of_ceiling']
+    md = (out / 'report.md').read_text()
+    assert '## Accuracy-trading optimizations' in md and 'test-needs-gpu' in md
+    # the same runs with one variant marked accuracy-trading go to the other table
+    from bevboost.profiling.bench import Variant, build_report
+    from bevboost.profiling.report import markdown
+    base_runs = [json.loads((out / 'runs' / 'baseline_r0' / 'result.json').read_text())]
+    lossy = build_report('c.py', [Variant(BASELINE, [], runs=base_runs),
+                                  Variant('test-lossy', ['test-lossy'], exact=False,
+                                          runs=base_runs)], iters=3, warmup=1, repeats=1, seed=0)
+    assert lossy['accuracy_trading'] == ['test-lossy']
+    text = markdown(lossy)
+    assert text.index('| test-lossy |') > text.index('## Accuracy-trading')
+    assert (out / 'chart.png').stat().st_size > 0 and (out / 'curves.png').stat().st_size > 0
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def test_cli_missing_config(tmp_path, capsys):
+    assert main(['bench', str(tmp_path / 'missing.py'), '--out', str(tmp_path / 'o')]) == 2
+    assert 'config file not found' in _err(capsys)
+
+
+def test_cli_unknown_variant(toy_config_file, tmp_path, capsys):
+    assert main(['bench', str(toy_config_file), '--variants', 'baseline,warp-speed',
+                 '--out', str(tmp_path / 'o')]) == 2
+    assert "unknown boost 'warp-speed'" in _err(capsys)
+
+
+def test_cli_unwritable_out(toy_config_file, tmp_path, capsys):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    assert main(['bench', str(toy_config_file), '--out', str(blocker / 'sub')]) == 2
+    assert 'is not writable' in _err(capsys)
+    assert main(['bench', str(toy_config_file), '--out', str(blocker)]) == 2
+    assert 'not a directory' in _err(capsys)
+
+
+def test_cli_bad_iters(toy_config_file, tmp_path, capsys):
+    assert main(['bench', str(toy_config_file), '--iters', '0', '--variants', 'baseline',
+                 '--out', str(tmp_path / 'o')]) == 2
+    assert 'iters must be' in _err(capsys)
