@@ -1,4 +1,5 @@
-# Boost fragment: exact gradient accumulation, 4 micro-batches per optimizer
-# step, e.g. the 8-GPU reference batch on 2 GPUs with the same per-GPU batch.
-# Schedulers count optimizer steps; auto_scale_lr sees the effective batch.
-bevboost_boosts = dict(accum=dict(counts=4))
+# Boost fragment: exact gradient accumulation in micro-batches of 1 sample, 4 per
+# optimizer step. BEVFusion (4 samples/GPU): same batch, ~4x less activation
+# memory. PETRv2 (1 sample/GPU): 4 samples per GPU step, i.e. the 8-sample
+# reference batch on 2 GPUs. Schedulers count optimizer steps.
+bevboost_boosts = dict(accum=dict(counts=4, per_gpu_batch=1))
