@@ -26,7 +26,6 @@ def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> 
 def build_runner(cfg: Config | dict, boosts: Iterable[str] | dict = (),
                  work_dir: str | Path | None = None):
     """Apply ``boosts`` (and the config's own ``bevboost_boosts``) and build a Runner."""
-    from mmengine.runner import Runner
     if isinstance(cfg, dict) and not isinstance(cfg, Config):
         cfg = Config(cfg)
     cfg = apply_boosts(cfg, boosts)
@@ -34,4 +33,13 @@ def build_runner(cfg: Config | dict, boosts: Iterable[str] | dict = (),
         cfg.work_dir = str(work_dir)
     if not cfg.get('work_dir'):
         raise ValueError('no work_dir: pass --work-dir or set work_dir in the config')
+    return runner_from_cfg(cfg)
+
+
+def runner_from_cfg(cfg: Config):
+    """Build the runner the way mmengine's ``tools/train.py`` does (honours ``runner_type``)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: the config ``bevboost bench`` runs when none is given
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
-DEFAULT_VARIANTS = 'baseline,amp,accum=4,fast-decode,shm,dali,all'
+DEFAULT_VARIANTS = 'baseline,amp,accum=2,fast-decode,shm,dali,all'
 #: synthetic data for the default config: where, and how much
 SYNTH_CACHE = Path(os.environ.get('BEVBOOST_CACHE', Path.home() / '.cache' / 'bevboost'))
 SYNTH_KWARGS = dict(scenes=3, samples_per_scene=8, seed=0)

@@ -82,6 +82,14 @@ def apply_shm(cfg: Config, slots: int | None = None, device: str = 'cpu') -> Non
     """Serve ``train_dataloader`` through the shared-memory ring loader."""
     if not isinstance(cfg.get('train_dataloader'), dict):
         raise ValueError(f'config {cfg.filename or "<in memory>"!r} has no train_dataloader')
+    train_ds = cfg['train_dataloader'].get('dataset') or {}
+    while isinstance(train_ds, dict) and 'dataset' in train_ds and 'pipeline' not in train_ds:
+        train_ds = train_ds['dataset']
+    pipeline = train_ds.get('pipeline') if isinstance(train_ds, dict) else None
+    if not pipeline or not any('MultiViewImage' in str(t.get('type', '')) for t in pipeline):
+        raise ValueError(f'config {cfg.filename or "<in memory>"!r}: the shm ring holds '
+                         'multi-view camera images, but train_dataloader.dataset.pipeline '
+                         'loads none (no *MultiViewImage* transform)')
     runner_type = cfg.get('runner_type')
     if runner_type not in (None, 'Runner', 'ShmRingRunner'):
         raise ValueError(f'shm boost needs runner_type ShmRingRunner, config sets {runner_type!r}')

@@ -18,6 +18,7 @@ page-locked (``cudaHostRegister``) and copied to the GPU with
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -148,18 +149,20 @@ class ShmRingLoader:
         for p in self._procs:
             p.start()
 
-    def _indices(self) -> list[list[int]]:
+    def _batches(self) -> Iterator[list[int]]:
+        """Index batches, drawn lazily: mmengine's InfiniteSampler never ends."""
         if self.sampler is not None:
-            order = list(iter(self.sampler))
+            order = iter(self.sampler)
         elif self.shuffle:
-            order = np.random.default_rng(self.seed + self._epoch).permutation(
-                len(self.dataset)).tolist()
+            order = iter(np.random.default_rng(self.seed + self._epoch).permutation(
+                len(self.dataset)).tolist())
         else:
-            order = list(range(len(self.dataset)))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
+            order = iter(range(len(self.dataset)))
+        while True:
+            batch = list(itertools.islice(order, self.batch_size))
+            if not batch or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield batch
 
     def _wait(self):
         while True:
@@ -172,23 +175,33 @@ class ShmRingLoader:
                                        '(worker id, exit code)') from None
 
     def __iter__(self) -> Iterator[Any]:
-        batches = self._indices()
+        batches = self._batches()
         self._start()
         try:
             free = list(range(self.slots))
+            submitted: dict[int, list[int]] = {}
             pending, next_task, next_yield = {}, 0, 0
             in_use: int | None = None
-            while next_yield < len(batches):
-                while free and next_task < len(batches):
-                    self._tasks.put((next_task, free.pop(), batches[next_task]))
+            exhausted = False
+            while True:
+                while free and not exhausted:
+                    batch = next(batches, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    self._tasks.put((next_task, free.pop(), batch))
+                    submitted[next_task] = batch
                     next_task += 1
+                if next_yield >= next_task:
+                    return
                 while next_yield not in pending:
                     task_id, slot, n, meta, err = self._wait()
                     if err is not None:
                         raise RuntimeError(f'ShmRingLoader worker failed on batch '
-                                           f'{batches[task_id]}: {err}')
+                                           f'{submitted[task_id]}: {err}')
                     pending[task_id] = (slot, n, meta)
                 slot, n, meta = pending.pop(next_yield)
+                submitted.pop(next_yield)
                 if in_use is not None:
                     free.append(in_use)
                 in_use = slot

@@ -265,4 +265,6 @@ class AccumulationBoost(Boost):
     primary_option = 'counts'
 
     def apply(self, cfg, **options) -> None:
+        if 'counts' not in options:
+            raise ValueError("boost 'accum' needs the number of micro-batches per step: accum=4")
         apply_accumulation(cfg, **options)

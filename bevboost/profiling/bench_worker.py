@@ -50,10 +50,9 @@ def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed:
                 work_dir: str, replay: int = 0) -> dict[str, Any]:
     """Train ``iters + warmup`` iterations with ``specs`` applied; return the summary."""
     import bevboost  # noqa: F401  (registers hooks and boosts)
-    from mmengine.runner import Runner
     from bevboost.boosts import apply_boosts
     from bevboost.profiling.stall_hook import StallMonitorHook
-    from bevboost.runner_utils import load_config
+    from bevboost.runner_utils import load_config, runner_from_cfg
 
     cfg = load_config(config)
     cfg = apply_boosts(cfg, list(specs) + [f'measure={warmup}'])
@@ -62,7 +61,7 @@ def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed:
         hooks = list(cfg.get('custom_hooks') or [])
         hooks.append(dict(type='ReplayDataHook', num_batches=replay))
         cfg.custom_hooks = hooks
-    runner = Runner.from_cfg(cfg)
+    runner = runner_from_cfg(cfg)
     start = time.perf_counter()
     runner.train()
     wall = time.perf_counter() - start

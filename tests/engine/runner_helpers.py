@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
 from bevboost.boosts import apply_boosts
+from bevboost.runner_utils import runner_from_cfg
 from bevboost.testing.toy import toy_config
 
 
@@ -38,7 +38,7 @@ def run_toy(work_dir, boosts=(), resume=False, after_boosts=None, **cfg_kwargs):
     if after_boosts:
         cfg.merge_from_dict(after_boosts)
     cfg.resume = resume
-    runner = Runner.from_cfg(cfg)
+    runner = runner_from_cfg(cfg)
     recorder = StepRecorder()
     runner.register_hook(recorder)
     runner.train()
