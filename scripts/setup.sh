@@ -6,13 +6,22 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${BEVBOOST_VENV:-.venv}
 # mmcv 2.1.0 CPU-ops wheel built for torch 2.13.0 (saves a ~38 min compile where present)
-WHEELS=${BEVBOOST_WHEELS:-../shared/wheels}
+WHEELS=${BEVBOOST_WHEELS:-}
+if [ -z "$WHEELS" ]; then
+  for d in ../shared/wheels /work/shared/wheels; do
+    if [ -d "$d" ]; then WHEELS=$d; break; fi
+  done
+fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 find_links=()
-[ -d "$WHEELS" ] && find_links=(--find-links "$WHEELS")
+if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
+  find_links=(--find-links "$WHEELS")
+else
+  echo "note: no prebuilt mmcv wheel found (set BEVBOOST_WHEELS); pip may build mmcv from source (~40 min)" >&2
+fi
 
 pip install -q "setuptools<82" wheel
 # torch first, pinned, so nothing below pulls a multi-GB CUDA build
