@@ -39,10 +39,11 @@ def bev_pool(feats: Tensor, coords: Tensor, B: int, D: int, H: int, W: int) -> T
 
 def bev_pool_forward(feats: Tensor, coords: Tensor, B: int, D: int, H: int, W: int,  # noqa: N803
                      ) -> Tensor:
-    """Sum ``feats`` per voxel: ``(N, C)`` -> ``(B, D, H, W, C)`` in float32."""
+    """Sum ``feats`` per voxel: ``(N, C)`` -> ``(B, D, H, W, C)`` in float32 (float64 stays)."""
+    acc = torch.float64 if feats.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=feats.device.type, enabled=False):
-        out = feats.new_zeros(B * D * H * W, feats.size(1), dtype=torch.float32)
-        out.index_add_(0, _flat_index(coords, B, D, H, W), feats.float())
+        out = feats.new_zeros(B * D * H * W, feats.size(1), dtype=acc)
+        out.index_add_(0, _flat_index(coords, B, D, H, W), feats.to(acc))
     return out.view(B, D, H, W, feats.size(1))
 
 

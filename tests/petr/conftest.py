@@ -51,3 +51,14 @@ def tiny_config(data_root: Path, work_dir: Path, *, max_iters: int, lr: float = 
 def make_tiny_config():
     """:func:`tiny_config` as a fixture (test folders are not packages)."""
     return tiny_config
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train with one intra-op thread: on a shared 2-core box, two OpenMP threads
+    competing with another busy process ran the tiny model ~20x slower (measured)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

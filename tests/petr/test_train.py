@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow]
+pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'petrv2'
 
