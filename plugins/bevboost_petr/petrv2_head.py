@@ -60,7 +60,8 @@ class PETRv2Head(BaseModule):
     """
 
     def __init__(self, num_classes: int, in_channels: int, embed_dims: int = 256,
-                 num_query: int = 900, position_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0),
+                 num_query: int = 900,
+                 position_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0),
                  pc_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0),
                  depth_num: int = 64, depth_start: float = 1.0, lid: bool = True,
                  with_fpe: bool = True, num_reg_fcs: int = 2, code_size: int = 10,

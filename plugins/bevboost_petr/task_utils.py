@@ -46,6 +46,7 @@ class NMSFreeBBoxCoder:
         max_num: boxes kept per sample.
         score_threshold: optional minimum score.
         num_classes: number of classes of the classifier.
+        voxel_size: accepted for compatibility with PETR configs; unused.
     """
 
     def __init__(self, pc_range: Sequence[float], post_center_range: Sequence[float] | None = None,
@@ -67,8 +68,8 @@ class NMSFreeBBoxCoder:
         k = min(self.max_num, cls_scores.numel())
         scores, index = cls_scores.view(-1).topk(k)
         labels = index % self.num_classes
-        boxes = denormalize_bbox(bbox_preds.float()[torch.div(index, self.num_classes,
-                                                                rounding_mode='floor')])
+        query = torch.div(index, self.num_classes, rounding_mode='floor')
+        boxes = denormalize_bbox(bbox_preds.float()[query])
         keep = torch.ones_like(scores, dtype=torch.bool)
         if self.score_threshold is not None:
             keep &= scores > self.score_threshold

@@ -144,7 +144,8 @@ def test_nms_free_coder_topk_and_range():
     boxes[3, 0] = 100.0  # outside post_center_range
     cls[3, 0] = 6.0
     out = coder.decode_single(cls, boxes)
-    assert out['labels'][0] == 2 and out['scores'][0] == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+    assert out['labels'][0] == 2
+    assert out['scores'][0] == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
     assert (out['bboxes'][:, 0] < 60).all()
     with pytest.raises(ValueError):
         NMSFreeBBoxCoder(pc_range=[0, 0, 0])

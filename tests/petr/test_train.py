@@ -19,8 +19,8 @@ def _train(cfg):
     return runner, np.asarray(losses, dtype=np.float64)
 
 
-def test_tiny_petrv2_loss_decreases_and_nuscenes_metric_runs(synth_root, tmp_work_dir,
-                                                           make_tiny_config):
+def test_tiny_petrv2_loss_decreases_and_nuscenes_metric_runs(
+        synth_root, tmp_work_dir, make_tiny_config):
     cfg = make_tiny_config(synth_root, tmp_work_dir, max_iters=30)
     runner, losses = _train(cfg)
     assert len(losses) == 30 and np.isfinite(losses).all()
@@ -47,8 +47,7 @@ def test_tiny_petrv2_trains_with_boost(config, synth_root, tmp_work_dir, make_ti
     boost, options = BOOSTED[config]
     if boost not in available_boosts():
         pytest.skip(f'boost {boost!r} is not registered in this build yet')
-    cfg = make_tiny_config(synth_root, tmp_work_dir, config=CONFIG_DIR / config,
-                      **options)
+    cfg = make_tiny_config(synth_root, tmp_work_dir, config=CONFIG_DIR / config, **options)
     runner, losses = _train(cfg)
     assert boost in runner.cfg.bevboost_applied
     assert len(losses) == runner.train_loop.max_iters and np.isfinite(losses).all()
