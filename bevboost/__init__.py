@@ -15,7 +15,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # Modules that register things (hooks, wrappers, transforms, boosts) on import.
 # Each optimization lives in its own module; listing one here switches on its
-# registration. Modules that are missing in this build are skipped.
+# registration.
 _REGISTERING_MODULES = (
     'bevboost.engine.checkpoint_safety',
     'bevboost.engine.amp',
@@ -28,11 +28,7 @@ _REGISTERING_MODULES = (
 
 def _register_all() -> None:
     for name in _REGISTERING_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
 
 
 _register_all()
