@@ -13,7 +13,7 @@ metainfo = dict(classes={{_base_.class_names}}, version='v1.0-mini')
 ida_aug_conf = dict(final_dim=(96, 256), resize_lim=(1.0, 1.1), bot_pct_lim=(0.0, 0.0),
                     rand_flip=True)
 train_pipeline = [
-    dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=12),
+    dict(type='LoadMultiViewImageFromFiles', to_float32=False, num_views=12),
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),
     dict(type='ObjectNameFilter', classes={{_base_.class_names}}),
@@ -22,7 +22,7 @@ train_pipeline = [
          meta_keys={{_base_.meta_keys}}),
 ]
 test_pipeline = [
-    dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=12),
+    dict(type='LoadMultiViewImageFromFiles', to_float32=False, num_views=12),
     dict(type='MultiViewResizeCropFlip', training=False, **ida_aug_conf),
     dict(type='Pack3DDetInputs', keys=['img'], meta_keys={{_base_.meta_keys}}),
 ]
