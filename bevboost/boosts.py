@@ -68,11 +68,26 @@ class Boost:
         """Change ``cfg`` in place."""
         raise NotImplementedError
 
+    def verify(self, runner: Any, **options: Any) -> str:
+        """Say what of this boost is in effect on a built ``runner``, in a few words.
+
+        Looks at the real objects (optimizer wrapper, loops, dataloader,
+        pipeline transforms, hooks), never at the config. Returns the verdict
+        for the start-of-training log line (e.g. ``'BoostAmpOptimWrapper
+        bfloat16'``); raises :class:`BoostNotInEffect` when the boost is not
+        doing what its card says. Subclasses override it.
+        """
+        raise NotImplementedError(f'boost {self.card.name!r} has no verify()')
+
     def unavailable_reason(self, **options: Any) -> str | None:
         """Why this boost cannot run on this machine, or None when it can."""
         from bevboost._optional import missing_requirements
         missing = missing_requirements(*self.card.requires)
         return f"requires: [{' + '.join(missing)}]" if missing else None
+
+
+class BoostNotInEffect(RuntimeError):
+    """A boost that was asked for is not in effect on the built runner."""
 
 
 _BOOSTS: dict[str, Boost] = {}
