@@ -11,7 +11,34 @@ import logging
 
 __version__ = '0.1.0'
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+class _ToMMLogger(logging.Handler):
+    """Hand the kit's log records to mmengine's current logger, when one exists.
+
+    Under a Runner that is the runner's MMLogger (console + work-dir log file,
+    each with its own level), so the kit's warnings and errors show where the
+    user reads the training log. Without one, records go on to the root
+    logger only, as with any library.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        mm_logger = current_mmlogger()
+        if mm_logger is not None:
+            mm_logger.handle(record)
+
+
+def current_mmlogger():
+    """mmengine's latest MMLogger, or None before any exists (never creates one)."""
+    from mmengine.logging import MMLogger
+    if not MMLogger._instance_dict:  # mmengine internal; tested in tests/dropin
+        return None
+    return MMLogger.get_current_instance()
+
+
+_kit_logger = logging.getLogger(__name__)
+_kit_logger.addHandler(_ToMMLogger())
+if _kit_logger.level == logging.NOTSET:
+    _kit_logger.setLevel(logging.INFO)  # info records (summaries) exist for MMLogger to filter
 
 # Modules that register things (hooks, wrappers, transforms, boosts) on import.
 # Each optimization lives in its own module; listing one here switches on its
@@ -23,6 +50,7 @@ _REGISTERING_MODULES = (
     'bevboost.engine.lr_scaling',
     'bevboost.data',
     'bevboost.profiling',
+    'bevboost.runner_utils',
 )
 
 
@@ -32,3 +60,4 @@ def _register_all() -> None:
 
 
 _register_all()
+importlib.import_module('bevboost.runner_utils').install_config_boosts_route()

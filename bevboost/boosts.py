@@ -6,11 +6,21 @@ A boost is switched on by name from configs (the ``bevboost_boosts`` dict that
 module defines a pure ``apply_<name>(cfg, **options)`` function and a thin
 :class:`Boost` adapter registered here with :func:`register_boost`.
 
-Variant strings are ``name`` or ``name=value`` (``accum=4``, ``amp=fp16``);
-the value goes to the boost's primary option.
+Variant strings are ``name``, ``name=value`` (``accum=4``, ``amp=fp16``; the
+value goes to the boost's primary option) and any number of ``:key=value``
+options after it (``accum=2:per_gpu_batch=1``, ``lr-scale:reference_batch=16``).
+Values are read as Python literals (``1``, ``0.5``, ``True``, ``[1, 2]``),
+anything else as a string. The same syntax works in ``bevboost boost --with``,
+``bevboost train --boosts`` and ``bevboost bench --variants``.
+
+Every config :func:`apply_boosts` returns is self-sufficient: it imports
+``bevboost`` (and what the boosts' cards list in ``imports``) through its own
+``custom_imports`` and carries a ``BoostReportHook`` that checks on the built
+runner that each boost is in effect (:meth:`Boost.verify`).
 """
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import logging
@@ -22,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 #: config key that fragments merge boost options into
 CONFIG_KEY = 'bevboost_boosts'
+#: config key listing the boosts a config was rewritten with
+APPLIED_KEY = 'bevboost_applied'
+#: the hook that reports (and checks) the boosts on the built runner
+REPORT_HOOK = 'BoostReportHook'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +51,8 @@ class BoostCard:
             False when it trades accuracy for speed.
         requires: what it needs to run: ``'cuda'`` or import names.
         order: where it applies relative to other boosts (low first).
+        imports: modules besides ``bevboost`` a boosted config must import
+            (e.g. a plugin that registers a transform the boost inserts).
     """
     name: str
     summary: str
@@ -45,6 +61,7 @@ class BoostCard:
     exact: bool = True
     requires: tuple[str, ...] = ()
     order: int = 50
+    imports: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +105,29 @@ class Boost:
 
 class BoostNotInEffect(RuntimeError):
     """A boost that was asked for is not in effect on the built runner."""
+
+
+def find_hooks(runner: Any, type_name: str) -> list[Any]:
+    """The runner's hooks whose class is named ``type_name``."""
+    return [h for h in runner.hooks if type(h).__name__ == type_name]
+
+
+def require_hook(runner: Any, type_name: str) -> Any:
+    """The runner's ``type_name`` hook; :class:`BoostNotInEffect` when it has none."""
+    found = find_hooks(runner, type_name)
+    if not found:
+        raise BoostNotInEffect(f'no {type_name} among the runner hooks '
+                               f'({", ".join(type(h).__name__ for h in runner.hooks)})')
+    return found[0]
+
+
+def train_pipeline_transforms(runner: Any) -> list[Any]:
+    """The transform objects of the built train dataset (through dataset wrappers)."""
+    dataset = runner.train_dataloader.dataset
+    while not hasattr(dataset, 'pipeline') and hasattr(dataset, 'dataset'):
+        dataset = dataset.dataset  # RepeatDataset, CBGSDataset, ...
+    pipeline = getattr(dataset, 'pipeline', None)
+    return list(getattr(pipeline, 'transforms', None) or [])
 
 
 _BOOSTS: dict[str, Boost] = {}
@@ -138,13 +178,34 @@ def get_boost(name: str) -> Boost:
     return boosts[name]
 
 
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """``'accum=4'`` -> ``('accum', {'counts': '4'})``; validates the name."""
+    """``'accum=2:per_gpu_batch=1'`` -> ``('accum', {'counts': '2', 'per_gpu_batch': 1})``.
+
+    Validates the boost name and the ``key=value`` form of every option;
+    whether a boost accepts an option is its ``apply``'s business.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f'empty boost name in {spec!r}')
-    name, sep, value = spec.strip().partition('=')
+    head, *extras = spec.strip().split(':')
+    name, sep, value = head.partition('=')
     boost = get_boost(name.strip())
     options = boost.parse_value(value.strip()) if sep else {}
+    for extra in extras:
+        key, sep, raw = extra.partition('=')
+        key = key.strip()
+        if not sep or not key.isidentifier() or not raw.strip():
+            raise ValueError(f'boost option {extra!r} in {spec!r} must look like key=value '
+                             f'(e.g. {boost.card.name}:option=1)')
+        if key in options:
+            raise ValueError(f'boost option {key!r} given twice in {spec!r}')
+        options[key] = _literal(raw.strip())
     return boost.card.name, options
 
 
@@ -162,10 +223,61 @@ def boosts_in_config(cfg: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _import_list(cfg: Config) -> list[str]:
+    imports = (cfg.get('custom_imports') or {}).get('imports') or []
+    return [imports] if isinstance(imports, str) else list(imports)
+
+
+def make_self_sufficient(cfg: Config, applied: dict[str, dict[str, Any]]) -> None:
+    """Make a boosted ``cfg`` (in place) import what it needs and check it at start.
+
+    Adds ``bevboost`` and the modules the applied boosts' cards list to the
+    config's own ``custom_imports`` (so ``tools/train.py`` alone can build it)
+    and a ``BoostReportHook`` carrying the boosts and their options, which
+    verifies them on the built runner before the first iteration.
+    """
+    if not applied:
+        return
+    imports = _import_list(cfg)
+    for name in applied:
+        for module in ('bevboost',) + get_boost(name).card.imports:
+            if module not in imports:
+                imports.append(module)
+    custom = dict(cfg.get('custom_imports') or {})
+    custom['imports'] = imports
+    custom.setdefault('allow_failed_imports', False)
+    cfg['custom_imports'] = custom
+    hooks = [h for h in (cfg.get('custom_hooks') or []) if h.get('type') != REPORT_HOOK]
+    hooks.append(dict(type=REPORT_HOOK, boosts={k: dict(v) for k, v in applied.items()}))
+    cfg['custom_hooks'] = hooks
+
+
+def verify_boosts(runner: Any, requested: dict[str, dict[str, Any]]
+                  ) -> tuple[list[str], list[str]]:
+    """Run each boost's :meth:`Boost.verify` on ``runner``.
+
+    Returns ``(verdicts, failures)``: one ``'name: verdict'`` per boost, and
+    the ``'name: reason'`` of those not in effect.
+    """
+    verdicts, failures = [], []
+    for name, options in requested.items():
+        boost = get_boost(name)
+        try:
+            verdicts.append(f'{name}: {boost.verify(runner, **dict(options or {}))}')
+        except BoostNotInEffect as exc:
+            verdicts.append(f'{name}: NOT IN EFFECT ({exc})')
+            failures.append(f'{name}: {exc}')
+        except NotImplementedError:
+            verdicts.append(f'{name}: unverified (the boost has no verify())')
+    return verdicts, failures
+
+
 def apply_boosts(cfg: Config,
                  requested: dict[str, dict[str, Any]] | Iterable[str] = (),
                  *, from_config: bool = True) -> Config:
     """Return a copy of ``cfg`` with the boosts applied, in card order.
+
+    The copy is self-sufficient (:func:`make_self_sufficient`).
 
     Args:
         cfg: the config to boost (left unchanged).
@@ -180,14 +292,15 @@ def apply_boosts(cfg: Config,
     cfg = copy.deepcopy(cfg)
     if from_config:
         wanted = {**boosts_in_config(cfg), **wanted}
-    applied = []
+    applied: dict[str, dict[str, Any]] = {}
     for name, boost in available_boosts().items():
         if name not in wanted:
             continue
-        boost.apply(cfg, **wanted[name])
-        applied.append(name)
+        boost.apply(cfg, **copy.deepcopy(wanted[name]))
+        applied[name] = wanted[name]
         logger.info('applied boost %s %s', name, wanted[name] or '')
     if CONFIG_KEY in cfg:
         cfg.pop(CONFIG_KEY)
-    cfg['bevboost_applied'] = applied
+    make_self_sufficient(cfg, applied)
+    cfg[APPLIED_KEY] = list(applied)
     return cfg

@@ -1,23 +1,53 @@
-"""Load a config, apply boosts, build mmengine's Runner: what the CLI shares."""
+"""Load a config, apply boosts, build mmengine's Runner; make ``bevboost_boosts`` a drop-in.
+
+A config may ask for boosts with ``bevboost_boosts = dict(amp=dict(dtype='bfloat16'))``.
+mmengine's launch routes know nothing of that key:
+
+* ``tools/train.py`` builds ``RUNNERS.build(cfg)`` when ``runner_type`` is
+  set, which calls ``<runner class>.from_cfg(cfg)``, else ``Runner.from_cfg(cfg)``;
+* scripts call ``Runner.from_cfg(cfg)`` directly (``runner_type`` ignored).
+
+Both end in ``Runner.from_cfg``. :func:`install_config_boosts_route` (called
+when ``bevboost`` is imported, which the config's own ``custom_imports`` does)
+wraps that one classmethod: a config still carrying ``bevboost_boosts`` is
+boosted first, and built with the runner class the boosts need (``shm`` needs
+``ShmRingRunner``). A boost that cannot apply stops the build with one error
+naming ``bevboost_boosts``, the route and the fix. :class:`BoostReportHook`
+then logs what is in effect on the built runner before the first iteration.
+"""
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for CLIs)
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
 
-from bevboost.boosts import apply_boosts
+from bevboost.boosts import CONFIG_KEY, BoostNotInEffect, apply_boosts, verify_boosts
 
 logger = logging.getLogger(__name__)
 
+_CUSTOM_IMPORTS_FAILED = 'Failed to import custom modules from'
+
 
 def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
-    """Read a config file with a clear error when it is missing."""
+    """Read a config file; a missing file or failing ``custom_imports`` is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'config file not found: {path}')
-    cfg = Config.fromfile(str(path))
+    try:
+        cfg = Config.fromfile(str(path))
+    except ImportError as exc:
+        if not str(exc).startswith(_CUSTOM_IMPORTS_FAILED):
+            raise
+        cause = exc.__cause__ or exc
+        raise ValueError(
+            f'config {path}: its own custom_imports failed: {type(cause).__name__}: {cause} '
+            '(install that module or put its directory on PYTHONPATH)') from None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
@@ -43,3 +73,92 @@ def runner_from_cfg(cfg: Config):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+@HOOKS.register_module()
+class BoostReportHook(Hook):
+    """Log one line listing each boost as found on the built runner; stop if one is not in effect.
+
+    Added by :func:`~bevboost.boosts.apply_boosts`; runs in ``before_train``
+    (after the optimizer wrapper, schedulers and train dataloader are built,
+    before iteration 1).
+
+    Args:
+        boosts: boost name -> the options it was applied with.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, boosts: dict[str, dict] | None = None) -> None:
+        self.boosts = {k: dict(v or {}) for k, v in (boosts or {}).items()}
+        self.verdicts: list[str] = []
+
+    def before_train(self, runner) -> None:
+        self.verdicts, failures = verify_boosts(runner, self.boosts)
+        line = 'bevboost boosts in effect: ' + ('; '.join(self.verdicts) or 'none')
+        print_log(line, logger='current', level=logging.ERROR if failures else logging.INFO)
+        if failures:
+            raise BoostNotInEffect('boosts not in effect on the built runner, stopping before '
+                                   'the first iteration: ' + '; '.join(failures))
+
+
+# --- the one place that touches mmengine internals: Runner.from_cfg -----------------------
+
+_original_from_cfg = None
+
+
+def _boosting_from_cfg(cls, cfg):
+    """``Runner.from_cfg`` that first applies a config's ``bevboost_boosts``."""
+    if isinstance(cfg, dict) and cfg.get(CONFIG_KEY):
+        route = f'{cls.__name__}.from_cfg'
+        config = cfg if isinstance(cfg, Config) else Config(dict(cfg))
+        try:
+            boosted = apply_boosts(config)
+            target = _runner_class(boosted, cls)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f'{CONFIG_KEY} = {dict(cfg[CONFIG_KEY])!r} cannot be applied on the route '
+                f'{route} (tools/train.py or a script): {exc}. Fix: correct the boost options, '
+                'or write the boosted config with `bevboost boost CONFIG --out boosted.py` and '
+                'train that file') from exc
+        logger.info('%s: applied %s %s; building %s', route, CONFIG_KEY,
+                    boosted.get('bevboost_applied'), target.__name__)
+        return target.from_cfg(boosted)
+    return _original_from_cfg(cls, cfg)
+
+
+def _runner_class(cfg: Config, called_on: type) -> type:
+    """The runner class a boosted config needs (``runner_type``), given the route's class."""
+    from mmengine.registry import RUNNERS
+    wanted = cfg.get('runner_type')
+    if not wanted or wanted == called_on.__name__:
+        return called_on
+    target = RUNNERS.get(wanted)
+    if target is None or not issubclass(target, called_on):
+        raise ValueError(f'the boosts need runner_type {wanted!r}, which is not a '
+                         f'{called_on.__name__} subclass')
+    return target
+
+
+def install_config_boosts_route() -> bool:
+    """Wrap ``mmengine.runner.Runner.from_cfg`` so ``bevboost_boosts`` takes effect.
+
+    Idempotent. Returns False (and logs an error) when this mmengine's
+    ``Runner.from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was
+    written for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
+    """
+    global _original_from_cfg
+    from mmengine.runner import Runner
+    current = Runner.__dict__.get('from_cfg')
+    func = getattr(current, '__func__', None)
+    if func is _boosting_from_cfg:
+        return True
+    if not isinstance(current, classmethod) or \
+            list(inspect.signature(func).parameters) != ['cls', 'cfg']:
+        logger.error('mmengine Runner.from_cfg is not classmethod(cls, cfg) in this mmengine; '
+                     '%s in configs will not be applied by tools/train.py', CONFIG_KEY)
+        return False
+    _original_from_cfg = func
+    Runner.from_cfg = classmethod(_boosting_from_cfg)
+    return True
+

@@ -9,7 +9,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from bevboost.boosts import Boost, BoostCard, register_boost
+from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, register_boost, require_hook
 
 #: boosts that measure rather than optimize (left out of ``bench --variants all``)
 TOOLING_BOOSTS = frozenset({'measure', 'profile'})
@@ -57,6 +57,14 @@ class MeasureBoost(Boost):
     def apply(self, cfg: Config, **options: Any) -> None:
         apply_measure(cfg, **options)
 
+    def verify(self, runner: Any, **options: Any) -> str:
+        hook = require_hook(runner, 'StallMonitorHook')
+        wanted = options.get('warmup_iters')
+        if wanted is not None and hook.warmup_iters != _int_option('warmup_iters', wanted):
+            raise BoostNotInEffect(f'StallMonitorHook warms up {hook.warmup_iters} '
+                                   f'iterations, asked {wanted}')
+        return f'StallMonitorHook (warm-up {hook.warmup_iters} iterations)'
+
 
 @register_boost
 class ProfileBoost(Boost):
@@ -71,3 +79,12 @@ class ProfileBoost(Boost):
 
     def apply(self, cfg: Config, **options: Any) -> None:
         apply_profile(cfg, **options)
+
+    def verify(self, runner: Any, **options: Any) -> str:
+        hook = require_hook(runner, 'TorchProfilerHook')
+        wanted = options.get('active')
+        if wanted is not None and hook.window['active'] != max(1, _int_option('active', wanted)):
+            raise BoostNotInEffect(f"TorchProfilerHook profiles {hook.window['active']} "
+                                   f'iterations, asked {wanted}')
+        window = ', '.join(f'{k}={v}' for k, v in hook.window.items())
+        return f'TorchProfilerHook ({window})'
