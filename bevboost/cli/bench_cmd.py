@@ -10,6 +10,9 @@ import logging
 import os
 from pathlib import Path
 
+from bevboost.cli.checks import (MAX_COUNT, check_boosts_apply, int_range, load_config_checked,
+                                 positive_float)
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +34,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='comma-separated: baseline, a boost name or name=value, several joined '
                         "by '+', all (every exact boost available here), ceiling (data-free "
                         f'replay, always added). Default: {DEFAULT_VARIANTS}')
-    p.add_argument('--iters', type=int, default=20, help='measured iterations per run (20)')
-    p.add_argument('--warmup', type=int, default=5, help='warm-up iterations, not measured (5)')
-    p.add_argument('--repeats', type=int, default=2, help='runs per variant, interleaved (2)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='bench_out', help='report directory (bench_out)')
+    p.add_argument('--iters', type=int_range(1, MAX_COUNT), default=20,
+                   help='measured iterations per run (20)')
+    p.add_argument('--warmup', type=int_range(0, MAX_COUNT), default=5,
+                   help='warm-up iterations, not measured (5)')
+    p.add_argument('--repeats', type=int_range(1, 1000), default=2,
+                   help='runs per variant, interleaved (2)')
+    p.add_argument('--seed', type=int_range(0, 2**32 - 1), default=0)
+    p.add_argument('--out', default='bench_out',
+                   help='report directory (bench_out): report.json, report.md, *.png, runs/')
     p.add_argument('--no-ceiling', action='store_true', help='skip the data-free ceiling run')
-    p.add_argument('--timeout', type=float, default=900.0, help='seconds per run (900)')
+    p.add_argument('--timeout', type=positive_float(7 * 24 * 3600.0), default=900.0,
+                   help='seconds per run (900)')
     p.set_defaults(func=run)
 
 
@@ -64,15 +72,50 @@ def _default_config(out: Path) -> Path:
     return derived
 
 
+#: what ``bench --out`` holds; a name ending like one of these is taken for a file
+REPORT_SUFFIXES = ('.json', '.md', '.png', '.txt', '.csv', '.html', '.pdf', '.yaml', '.yml')
+
+
+def check_out_name(out: str) -> None:
+    """``--out`` is a directory: refuse a new one named like a report file (``x.txt``)."""
+    path = Path(out)
+    if not path.is_dir() and path.suffix.lower() in REPORT_SUFFIXES:
+        raise ValueError(f'--out {out!r} looks like a file name: --out is the report directory '
+                         'that bench fills with report.json, report.md, chart.png, curves.png '
+                         'and runs/; give a directory name')
+
+
+def _checked_variants(args: argparse.Namespace) -> list:
+    """Every variant resolved and applied to the config, before anything runs.
+
+    An unknown boost, a bad value (``amp=fp8``), a boost given twice in one
+    variant or a config that cannot be read fails here, with one line, instead of
+    after the baseline and ceiling runs.
+    """
+    from bevboost.profiling.bench import resolve_variants
+    lenient = args.variants is None
+    text = DEFAULT_VARIANTS if lenient else args.variants
+    names = text.split(',')
+    if not all(n.strip() for n in names):
+        raise ValueError(f'--variants {text!r}: empty variant name; give comma-separated '
+                         f'names, e.g. {DEFAULT_VARIANTS}')
+    try:
+        variants = resolve_variants(names, ceiling=not args.no_ceiling, lenient=lenient)
+    except ValueError as exc:
+        raise ValueError(f'--variants {text!r}: {exc}') from None
+    cfg = load_config_checked(args.config or DEFAULT_CONFIG, what='config')
+    for variant in variants:
+        if variant.reason is None and variant.specs:
+            check_boosts_apply(cfg, variant.specs, f'--variants {variant.name!r}')
+    return variants
+
+
 def run(args: argparse.Namespace) -> int:
-    from bevboost.profiling.bench import check_out_dir, resolve_variants, run_bench
+    from bevboost.profiling.bench import check_out_dir, run_bench
     from bevboost.profiling.report import write_report
 
-    lenient = args.variants is None
-    names = (args.variants or DEFAULT_VARIANTS).split(',')
-    variants = resolve_variants(names, ceiling=not args.no_ceiling, lenient=lenient)
-    if args.config is not None and not Path(args.config).is_file():
-        raise FileNotFoundError(f'config file not found: {args.config}')
+    variants = _checked_variants(args)
+    check_out_name(args.out)
     out = check_out_dir(args.out)
     config = Path(args.config) if args.config is not None else _default_config(out)
 

@@ -4,21 +4,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bevboost.cli.checks import check_empty_dir, int_range
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser('data', help='data-set tools')
     sub = parser.add_subparsers(dest='data_command', metavar='DATA_COMMAND', required=True)
     synth = sub.add_parser(
         'synth', help='write a synthetic nuScenes-style data set (images, LiDAR, tables, infos)')
-    synth.add_argument('out', help='output data root')
-    synth.add_argument('--scenes', type=int, default=2, help='number of scenes (default 2)')
-    synth.add_argument('--samples-per-scene', type=int, default=8,
+    synth.add_argument('out', help='output data root (absent or empty, else --force)')
+    synth.add_argument('--scenes', type=int_range(1, 1000), default=2,
+                       help='number of scenes (default 2)')
+    synth.add_argument('--samples-per-scene', type=int_range(1, 1000), default=8,
                        help='keyframes per scene, 0.5 s apart (default 8)')
-    synth.add_argument('--seed', type=int, default=0)
-    synth.add_argument('--image-size', type=int, nargs=2, default=(900, 1600),
-                       metavar=('H', 'W'), help='camera image size (default 900 1600)')
-    synth.add_argument('--lidar-sweeps', type=int, default=2,
+    synth.add_argument('--seed', type=int_range(0, 2**32 - 1), default=0)
+    synth.add_argument('--image-size', type=int_range(32, 8192), nargs=2, default=(900, 1600),
+                       metavar=('H', 'W'), help='camera image size, even (default 900 1600)')
+    synth.add_argument('--lidar-sweeps', type=int_range(0, 100), default=2,
                        help='LiDAR sweeps per keyframe (default 2)')
+    synth.add_argument('--force', action='store_true',
+                       help='write into a non-empty OUT, overwriting files of the same names')
     synth.add_argument('--version', default='v1.0-mini', choices=('v1.0-mini', 'v1.0-trainval'))
     synth.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     synth.set_defaults(func=run)
@@ -27,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bevboost.data.synth import synthesize_nuscenes
 
+    check_empty_dir(args.out, force=args.force, what='OUT')
+    if any(v % 2 for v in args.image_size):
+        raise ValueError(f'--image-size must be even, got {" ".join(map(str, args.image_size))}')
     bar = None
     progress = None
     if not args.no_progress:

@@ -1,7 +1,9 @@
 """``bevboost`` command line: one module per subcommand.
 
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``
-and imports its heavy dependencies inside ``run``.
+and imports its heavy dependencies inside ``run``. Bad input of any kind (argparse
+errors included) is one stderr line naming the argument and the value, exit status 2,
+found before any work starts (see ``bevboost.cli.checks``).
 """
 from __future__ import annotations
 
@@ -22,8 +24,20 @@ SUBCOMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (no usage block): exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f'{self.prog}: error: {one_line(message)} (see {self.prog} -h)\n')
+
+
+def one_line(text: str) -> str:
+    """Whitespace, newlines included, collapsed: an error is one line of stderr."""
+    return ' '.join(str(text).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog='bevboost',
         description='Performance kit for BEV 3D detector training on MMEngine/MMDetection3D.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
@@ -49,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, PermissionError,
             MissingDependencyError) as exc:
-        print(f'bevboost {args.command}: error: {exc}', file=sys.stderr)
+        logging.getLogger(__name__).debug('bad input', exc_info=True)  # traceback with -v
+        print(f'bevboost {args.command}: error: {one_line(exc)}', file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         return 0
