@@ -6,11 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${BEVBOOST_VENV:-.venv}
 # mmcv 2.1.0 CPU-ops wheel built for torch 2.13.0 (saves a ~38 min compile where present)
+# (BEVBOOST_WHEELS, else ../shared/wheels next to the checkout when it exists)
 WHEELS=${BEVBOOST_WHEELS:-}
-if [ -z "$WHEELS" ]; then
-  for d in ../shared/wheels /work/shared/wheels; do
-    if [ -d "$d" ]; then WHEELS=$d; break; fi
-  done
+if [ -z "$WHEELS" ] && [ -d ../shared/wheels ]; then
+  WHEELS=../shared/wheels
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
