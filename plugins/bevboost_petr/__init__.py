@@ -4,7 +4,7 @@ in mmdet3d's registries (``custom_imports = dict(imports=['bevboost_petr'])``).
 """
 import logging
 
-from . import task_utils, vovnet  # noqa: F401  (registration)
+from . import neck, task_utils, vovnet  # noqa: F401  (registration)
 from .petrv2 import PETRv2
 from .petrv2_head import PETRv2Head
 from .dataset import PETRv2NuScenesDataset

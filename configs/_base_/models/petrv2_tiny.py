@@ -16,7 +16,9 @@ model = dict(
         type='mmdet.ResNet', depth=18, base_channels=16, num_stages=4, out_indices=(2, 3),
         frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
         style='pytorch'),
-    img_neck=dict(type='mmdet.FPN', in_channels=[64, 128], out_channels=embed_dims, num_outs=2),
+    # the head reads level 0 only: no output conv for level 1 (DDP needs every parameter used)
+    img_neck=dict(type='UsedLevelsFPN', in_channels=[64, 128], out_channels=embed_dims,
+                  out_levels=(0,)),
     pts_bbox_head=dict(
         type='PETRv2Head',
         num_classes=10,

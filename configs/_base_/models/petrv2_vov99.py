@@ -15,8 +15,9 @@ model = dict(
     img_backbone=dict(
         type='VoVNet', spec_name='V-99-eSE', norm_eval=True, frozen_stages=-1,
         with_cp=True, out_features=('stage4', 'stage5')),
-    img_neck=dict(type='mmdet.FPN', in_channels=[768, 1024], out_channels=embed_dims,
-                  num_outs=2),
+    # the published CPFPN: the head reads level 0 only, so level 1 gets no output conv
+    img_neck=dict(type='UsedLevelsFPN', in_channels=[768, 1024], out_channels=embed_dims,
+                  out_levels=(0,)),
     pts_bbox_head=dict(
         type='PETRv2Head',
         num_classes=10,
