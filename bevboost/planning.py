@@ -8,18 +8,27 @@ bounds are rescaled so every phase covers the same number of samples.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config
 
+from bevboost.boosts import make_self_sufficient
 from bevboost.engine.accumulation import apply_accumulation, scale_iteration_counts
 from bevboost.recipe import Plan
 
 logger = logging.getLogger(__name__)
 
 _ITER_BOUNDS = ('begin', 'end', 'T_max', 'step_size', 'total_steps')
+
+
+#: where a config's reference batch / LR is read, first match wins
+BATCH_KEYS = ('bevboost_recipe.reference_batch', 'auto_scale_lr.base_batch_size')
+LR_KEYS = ('bevboost_recipe.reference_lr', 'optim_wrapper.optimizer.lr')
 
 
 def reference_lr(cfg: Config) -> float:
@@ -31,10 +40,105 @@ def reference_lr(cfg: Config) -> float:
 
 
 def reference_batch(cfg: Config) -> int | None:
-    """The reference total batch a config carries (``auto_scale_lr.base_batch_size``)."""
-    auto = cfg.get('auto_scale_lr') or {}
-    value = auto.get('base_batch_size')
+    """The reference total batch a config carries (``bevboost_recipe``, else ``auto_scale_lr``)."""
+    value = reference_with_source(cfg, BATCH_KEYS)[0]
     return int(value) if value is not None else None
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split('.'):
+        if not hasattr(node, 'get') or node.get(part) is None:
+            return None
+        node = node[part]
+    return node
+
+
+def _sets_key(value: ast.AST, parts: list[str]) -> bool:
+    """Whether the expression ``value`` (``dict(...)`` or ``{...}``) sets the nested key."""
+    if not parts:
+        return True
+    if isinstance(value, ast.Call) and getattr(value.func, 'id', None) == 'dict':
+        items = [(kw.arg, kw.value) for kw in value.keywords]
+    elif isinstance(value, ast.Dict):
+        items = [(getattr(k, 'value', None), v) for k, v in zip(value.keys, value.values)]
+    else:
+        return False
+    return any(k == parts[0] and _sets_key(v, parts[1:]) for k, v in items)
+
+
+def _base_files(path: Path, tree: ast.Module) -> list[Path]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_'
+                                                for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            bases = [bases] if isinstance(bases, str) else list(bases)
+            return [p for p in (_resolve_base(path, b) for b in bases) if p is not None]
+    return []
+
+
+def _resolve_base(path: Path, base: str) -> Path | None:
+    if '::' in base:  # 'mmdet3d::...': a config shipped inside an installed package
+        try:
+            from mmengine.utils import get_installed_path
+            package, rel = base.split('::', 1)
+            return Path(get_installed_path(package)) / '.mim' / 'configs' / rel
+        except Exception:  # package not installed: the config would not load either
+            return None
+    return Path(os.path.normpath(path.parent / base))
+
+
+def setting_file(path: str | Path, dotted: str) -> Path | None:
+    """The file of a config's ``_base_`` chain whose own text sets ``dotted``.
+
+    The config itself wins over its bases (mmengine's merge order); None when
+    no file in the chain assigns the key literally.
+    """
+    path = Path(path)
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    top, *rest = dotted.split('.')
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == top
+                                                for t in node.targets):
+            if _sets_key(node.value, rest):
+                return path
+    for base in _base_files(path, tree):
+        found = setting_file(base, dotted)
+        if found is not None:
+            return found
+    return None
+
+
+def reference_with_source(cfg: Config, keys: tuple[str, ...]) -> tuple[Any, str, str | None]:
+    """``(value, key, warning)`` of the reference the config carries under the first of ``keys``.
+
+    ``warning`` is set when the value was not set by the config file itself or
+    its ``bevboost_recipe`` but inherited from a ``_base_`` file (e.g. a LiDAR
+    schedule's ``auto_scale_lr``), which may not be this model's recipe.
+    """
+    for key in keys:
+        value = _lookup(cfg, key)
+        if value is None:
+            continue
+        if not cfg.filename:
+            return value, f'{key} (config in memory)', None
+        found = setting_file(cfg.filename, key)
+        where = f'{key} in {found or cfg.filename}'
+        warning = None
+        if not key.startswith('bevboost_recipe.') and found is not None and \
+                found.resolve() != Path(cfg.filename).resolve():
+            warning = (f'the reference {key.rsplit(".", 1)[-1]} {value} is inherited from '
+                       f'{found}, not set by {cfg.filename} itself or its bevboost_recipe: '
+                       'check it is this model\'s published recipe, or pass it on the command '
+                       'line (--reference GPUSxPER_GPU, --lr)')
+        return value, where, warning
+    return None, 'unset', None
 
 
 def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
@@ -73,6 +177,7 @@ def apply_plan(cfg: Config, plan: Plan) -> Config:
         cfg.optim_wrapper.optimizer['lr'] = plan.lr
     cfg['auto_scale_lr'] = dict(enable=False, base_batch_size=plan.reference_batch)
     cfg['bevboost_recipe'] = plan.to_dict()
+    make_self_sufficient(cfg, {'accum': dict(counts=recipe.accum, per_gpu_batch=recipe.per_gpu)})
     return cfg
 
 

@@ -85,3 +85,6 @@ auto_scale_lr = dict(enable=False, base_batch_size=32)
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
                      checkpoint=dict(type='CheckpointHook', interval=1))
 custom_hooks = []
+# The published recipe this config reproduces (8 GPUs x 4 samples, AdamW lr 2e-4);
+# `bevboost plan` maps it onto other hardware.
+bevboost_recipe = dict(reference_batch=32, reference_lr=2e-4, gpus=8, per_gpu_batch=4)

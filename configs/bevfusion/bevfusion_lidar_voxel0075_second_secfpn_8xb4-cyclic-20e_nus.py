@@ -12,3 +12,6 @@ custom_imports = dict(imports=['bevboost', 'bevboost_bevfusion.project'],
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
                      checkpoint=dict(type='CheckpointHook', interval=5))
 custom_hooks = [dict(type='DisableObjectSampleHook', disable_after_epoch=15)]
+# The published recipe this config reproduces (8 GPUs x 4 samples, AdamW lr 1e-4);
+# `bevboost plan` maps it onto other hardware.
+bevboost_recipe = dict(reference_batch=32, reference_lr=1e-4, gpus=8, per_gpu_batch=4)

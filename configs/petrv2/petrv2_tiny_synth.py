@@ -48,3 +48,5 @@ auto_scale_lr = dict(enable=False, base_batch_size=2)
 default_hooks = dict(logger=dict(interval=5), visualization=dict(type='Det3DVisualizationHook'))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 log_processor = dict(window_size=5)
+# Its own reference recipe: 1 CPU process x 2 samples, lr 2e-3.
+bevboost_recipe = dict(reference_batch=2, reference_lr=2e-3, gpus=1, per_gpu_batch=2)

@@ -9,3 +9,6 @@ _base_ = [
 custom_imports = dict(imports=['bevboost', 'bevboost_petr'], allow_failed_imports=False)
 randomness = dict(seed=1, deterministic=False, diff_rank_seed=False)
 find_unused_parameters = False
+# The published recipe this config reproduces (PETRv2 VoVNet-99 800x320: 8 GPUs x 1 sample,
+# AdamW lr 2e-4); `bevboost plan` maps it onto other hardware.
+bevboost_recipe = dict(reference_batch=8, reference_lr=2e-4, gpus=8, per_gpu_batch=1)
