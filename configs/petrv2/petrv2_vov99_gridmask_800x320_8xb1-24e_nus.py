@@ -1,5 +1,11 @@
 # PETRv2, VoVNetV2-99, two frames, 800x320, 1 sample x 8 GPUs, 24 epochs.
-# Initialise the backbone from FCOS3D-pretrained V2-99 weights (load_from).
+# Initialise the backbone from the published FCOS3D-pretrained V2-99 weights: set
+#   load_from = 'ckpts/fcos3d_vovnet_imgbackbone-remapped.pth'
+# (PETR's file, keys under img_backbone.) or give the backbone
+#   init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.bottom_up.')
+# for a DD3D checkpoint. Published key names are renamed on load; the log says
+# "img_backbone: N of N tensors loaded" and an incomplete backbone is an error
+# (img_backbone.allow_partial_weights=True accepts it).
 _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/models/petrv2_vov99.py',

@@ -3,7 +3,8 @@
 PETRv2's published numbers use V2-99 (``'V-99-eSE'``) at stride 16/32. Written
 for mmdet3d 1.x from the VoVNetV2 paper (arXiv 1911.06667); ``with_cp``
 trades compute for memory with activation checkpointing like the recipe's
-"CP" variant.
+"CP" variant. Published V2-99 checkpoints (DD3D / FCOS3D naming) load as they
+are: :mod:`.vovnet_weights` renames their keys and checks the coverage.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdet3d.registry import MODELS
+
+from .vovnet_weights import attach_published_key_loading
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +86,15 @@ class VoVNet(BaseModule):
         frozen_stages: stages (0 = stem) whose weights are frozen; -1 for none.
         norm_eval: keep BatchNorm in eval mode while training (small batches).
         with_cp: activation checkpointing inside OSA blocks.
+        allow_partial_weights: accept a checkpoint that covers only part of the
+            backbone (default: loading one raises, so a wrong checkpoint or key
+            prefix cannot leave the backbone silently random).
     """
 
     def __init__(self, spec_name: str = 'V-99-eSE', input_ch: int = 3,
                  out_features: Sequence[str] = ('stage4', 'stage5'), frozen_stages: int = -1,
-                 norm_eval: bool = True, with_cp: bool = False, init_cfg: dict | None = None) -> None:
+                 norm_eval: bool = True, with_cp: bool = False, allow_partial_weights: bool = False,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if spec_name not in VOVNET_SPECS:
             raise ValueError(f'unknown VoVNet spec {spec_name!r}; known: {sorted(VOVNET_SPECS)}')
@@ -113,6 +120,7 @@ class VoVNet(BaseModule):
             self.stages.append(nn.Sequential(*mods))
             self.out_channels[f'stage{i + 2}'] = out_ch[i]
         self._freeze()
+        attach_published_key_loading(self, allow_partial=allow_partial_weights)
 
     def _freeze(self) -> None:
         modules = [self.stem] + list(self.stages)
