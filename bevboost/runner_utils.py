@@ -11,7 +11,8 @@ Both end in ``Runner.from_cfg``. :func:`install_config_boosts_route` (called
 when ``bevboost`` is imported, which the config's own ``custom_imports`` does)
 wraps that one classmethod: a config still carrying ``bevboost_boosts`` is
 boosted first, and built with the runner class the boosts need (``shm`` needs
-``ShmRingRunner``). A boost that cannot apply stops the build with one error
+``ShmRingRunner``); a config the kit wrote (``bevboost_applied``) is built
+with the ``runner_type`` it names on both routes. A boost that cannot apply stops the build with one error
 naming ``bevboost_boosts``, the route and the fix. :class:`BoostReportHook`
 then logs what is in effect on the built runner before the first iteration.
 """
@@ -27,7 +28,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from bevboost.boosts import CONFIG_KEY, BoostNotInEffect, apply_boosts, verify_boosts
+from bevboost.boosts import (APPLIED_KEY, CONFIG_KEY, BoostNotInEffect, apply_boosts,
+                             verify_boosts)
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ _original_from_cfg = None
 
 def _boosting_from_cfg(cls, cfg):
     """``Runner.from_cfg`` that first applies a config's ``bevboost_boosts``."""
-    if isinstance(cfg, dict) and cfg.get(CONFIG_KEY):
+    if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
         route = f'{cls.__name__}.from_cfg'
         config = cfg if isinstance(cfg, Config) else Config(dict(cfg))
         try:
@@ -124,6 +126,12 @@ def _boosting_from_cfg(cls, cfg):
         logger.info('%s: applied %s %s; building %s', route, CONFIG_KEY,
                     boosted.get('bevboost_applied'), target.__name__)
         return target.from_cfg(boosted)
+    if isinstance(cfg, (dict, Config)) and cfg.get(APPLIED_KEY) and cfg.get('runner_type'):
+        # a config the kit wrote names the runner its boosts need (shm: ShmRingRunner);
+        # Runner.from_cfg would ignore that and fail on the boosted dataloader
+        target = _runner_class(cfg, cls)
+        if target is not cls:
+            return target.from_cfg(cfg)
     return _original_from_cfg(cls, cfg)
 
 

@@ -5,22 +5,47 @@ from bevboost.cli.boost_cmd import split_variants
 
 
 def add_parser(sub) -> None:
-    from mmengine.config import DictAction
+    from bevboost.cli.checks import CfgOptionsAction
     p = sub.add_parser('train', help='train a config through mmengine with boosts applied')
     p.add_argument('config', help='mmengine config')
-    p.add_argument('--boosts', default='', help='comma-separated boosts, e.g. amp,accum=4')
+    p.add_argument('--boosts', '--with', dest='boosts', default='',
+                   help='comma-separated boosts with options, e.g. amp=bf16,accum=2:per_gpu_batch=1')
     p.add_argument('--work-dir', help='output directory (default: the config work_dir)')
-    p.add_argument('--resume', action='store_true', help='resume from the latest checkpoint')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
+                   help='resume from CHECKPOINT, or without one from the latest in the work dir')
+    p.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                    help='override config keys, key=value')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from bevboost.runner_utils import build_runner, load_config
-    cfg = load_config(args.config, args.cfg_options)
+    from bevboost.runner_utils import build_runner
+    cfg = _checked_config(args)
     if args.resume:
         cfg.resume = True
+        if args.resume != 'auto':
+            cfg.load_from = args.resume
     runner = build_runner(cfg, split_variants(args.boosts), work_dir=args.work_dir)
     runner.train()
     return 0
+
+
+def _checked_config(args):
+    """The config, with every argument and the checkpoint to load checked before a build."""
+    from bevboost.cli import checks
+    what = f'--boosts {args.boosts!r}'
+    specs = checks.check_specs(split_variants(args.boosts), what)
+    checks.check_dir_arg(args.work_dir, '--work-dir')
+    cfg = checks.load_config_checked(args.config, args.cfg_options)
+    checks.check_config_lr(cfg, '--cfg-options' if args.cfg_options else f'config {args.config!r}')
+    checks.check_boosts_apply(cfg, specs, what)
+    work_dir = args.work_dir or cfg.get('work_dir')
+    checks.check_dir_arg(work_dir, 'work_dir')
+    if args.resume not in (None, 'auto'):
+        checks.check_checkpoint(args.resume, '--resume')
+    elif args.resume == 'auto' and checks.resume_checkpoint(work_dir):
+        checks.check_checkpoint(checks.resume_checkpoint(work_dir),
+                                f'--resume (latest in {work_dir})')
+    elif cfg.get('load_from'):
+        checks.check_checkpoint(cfg.load_from, 'load_from')
+    return cfg
