@@ -288,7 +288,13 @@ def apply_boosts(cfg: Config,
     if isinstance(requested, dict):
         wanted = {get_boost(k).card.name: dict(v or {}) for k, v in requested.items()}
     else:
-        wanted = dict(parse_variant(spec) for spec in requested)
+        wanted = {}
+        for spec in requested:
+            name, options = parse_variant(spec)
+            if name in wanted:  # 'amp=bf16,amp=fp16': refuse rather than let the last win
+                raise ValueError(f'boost {name!r} given twice ({spec!r} repeats it); '
+                                 'give each boost once')
+            wanted[name] = options
     cfg = copy.deepcopy(cfg)
     if from_config:
         wanted = {**boosts_in_config(cfg), **wanted}
