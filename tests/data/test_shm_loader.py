@@ -1,4 +1,4 @@
-"""Shared-memory ring loader: order, zero-copy, no /dev/shm leaks, worker death."""
+"""Shared-memory ring loader: batches as torch's DataLoader gives them, zero-copy, lifecycle."""
 from __future__ import annotations
 
 import os
@@ -9,13 +9,20 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from mmengine.dataset import pseudo_collate
 
 from bevboost.data.shm_loader import ShmRingLoader
 
+ROOT = Path(__file__).parents[2]
+PARENT = os.getpid()
+
 
 class Toy:
+    """uint8 multi-view images; ``die_at`` SIGKILLs the ring worker that loads that index."""
+
     def __init__(self, n: int = 12, sleep: float = 0.0, die_at: int | None = None) -> None:
         self.n, self.sleep, self.die_at = n, sleep, die_at
 
@@ -23,101 +30,174 @@ class Toy:
         return self.n
 
     def __getitem__(self, i: int) -> dict:
-        if i == self.die_at and torch.utils.data.get_worker_info() is None and os.getpid() != PARENT:
+        if i == self.die_at and os.getpid() != PARENT:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.sleep)
         return {'inputs': {'img': torch.full((2, 3, 8, 16), i, dtype=torch.uint8)},
                 'data_samples': {'idx': i}}
 
 
-PARENT = os.getpid()
+class Jpegs(Toy):
+    """Encoded-bytes payload: a list of variable-length ``bytes`` per sample."""
+
+    def __getitem__(self, i: int) -> dict:
+        views = [bytes([i, v]) * (50 + 7 * i + v) for v in range(3)]
+        return {'inputs': {'img': views}, 'data_samples': {'idx': i}}
 
 
-def _bevboost_shm() -> set[str]:
-    return {p for p in os.listdir('/dev/shm') if p.startswith('bevboost')}
+def _ring_mappers(marker: str) -> set[int]:
+    """PIDs of live processes mapping a ring whose memfd name contains ``marker``."""
+    found = set()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/maps') as f:
+                if marker in f.read():
+                    found.add(int(entry))
+        except OSError:  # gone, or not ours
+            pass
+    return found
 
 
-def test_batches_in_order_and_zero_copy():
-    with ShmRingLoader(Toy(10), batch_size=4, num_workers=2) as loader:
-        assert len(loader) == 3
+def _alive(pid: int) -> bool:
+    """Running (a zombie holds no memory and no mapping)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def _wait_gone(pids, marker: str, within: float = 5.0) -> tuple[set, set]:
+    deadline = time.monotonic() + within
+    while True:
+        alive, mappers = {p for p in pids if _alive(p)}, _ring_mappers(marker)
+        if (not alive and not mappers) or time.monotonic() > deadline:
+            return alive, mappers
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize('dataset', [Toy(10), Jpegs(7)], ids=['uint8', 'encoded-bytes'])
+def test_batches_equal_torch_dataloader_and_are_ring_views(dataset):
+    reference = list(torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=0,
+                                                 collate_fn=pseudo_collate))
+    with ShmRingLoader(dataset, batch_size=3, num_workers=2) as loader:
+        assert len(loader) == len(reference)
         for _ in range(2):  # two epochs reuse the ring
-            seen = []
-            for batch in loader:
-                imgs = batch['inputs']['img']
-                assert imgs[0].dtype == torch.uint8
-                base = imgs[0].untyped_storage().data_ptr()
-                assert base == imgs[-1].untyped_storage().data_ptr()  # one shared buffer
-                seen += [int(x[0, 0, 0, 0]) for x in imgs]
-                assert seen[-len(imgs):] == list(batch['data_samples']['idx'])
-            assert seen == list(range(10))
+            for ours, ref in zip(loader, reference, strict=True):
+                assert ours['data_samples'] == ref['data_samples']
+                flat = [ours['inputs']['img']]
+                ref_flat = [ref['inputs']['img']]
+                while isinstance(flat[0], (list, tuple)):  # pseudo_collate: views x samples
+                    flat = [x for sub in flat for x in sub]
+                    ref_flat = [x for sub in ref_flat for x in sub]
+                ring_lo = loader._ring.ctypes.data
+                ring_hi = ring_lo + loader._ring.nbytes
+                for got, want in zip(flat, ref_flat, strict=True):
+                    want = np.frombuffer(want, np.uint8) if isinstance(want, bytes) else want
+                    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+                    ptr = got.data_ptr() if isinstance(got, torch.Tensor) else got.ctypes.data
+                    assert ring_lo <= ptr < ring_hi  # a view of the ring, not a copy
 
 
-def test_ring_is_private_and_never_named():
+def test_ring_has_no_name_and_only_this_process_tree_maps_it():
     loader = ShmRingLoader(Toy(4), batch_size=2, num_workers=1)
     it = iter(loader)
     next(it)
-    assert _bevboost_shm() == set()  # unlinked as soon as mapped
+    marker = f'bevboost-ring-{os.getpid()}'
+    assert not [p for p in os.listdir('/dev/shm') if p.startswith('bevboost')]
+    assert _ring_mappers(marker) == {os.getpid(), *loader.worker_pids}
     loader.close()
-
-
-def test_segment_mode_is_0600(monkeypatch):
-    from multiprocessing import shared_memory
-    modes = []
-    real_unlink = shared_memory.SharedMemory.unlink
-
-    def spy(self):
-        modes.append(os.stat(f'/dev/shm/{self.name}').st_mode & 0o777)
-        real_unlink(self)
-
-    monkeypatch.setattr(shared_memory.SharedMemory, 'unlink', spy)
-    with ShmRingLoader(Toy(2), batch_size=1, num_workers=1) as loader:
-        list(loader)
-    assert modes == [0o600]
+    assert _ring_mappers(marker) == set()
 
 
 def test_killed_worker_raises_and_leaks_nothing():
     loader = ShmRingLoader(Toy(8, die_at=5), batch_size=2, num_workers=2, timeout=0.5)
-    with pytest.raises(RuntimeError, match='died'):
+    with pytest.raises(RuntimeError, match=r'died: \[\(\d, -9\)\]'):
         list(loader)
     loader.close()
-    assert _bevboost_shm() == set()
+    assert _ring_mappers(f'bevboost-ring-{os.getpid()}') == set()
 
 
-def test_worker_exception_names_the_batch():
+def test_worker_exception_carries_the_worker_traceback():
     class Bad(Toy):
         def __getitem__(self, i):
             if i == 3:
-                raise KeyError('boom')
+                return self.load_broken_annotation(i)
             return super().__getitem__(i)
-    with ShmRingLoader(Bad(6), batch_size=2, num_workers=1) as loader:
-        with pytest.raises(RuntimeError, match=r"batch \[2, 3\].*boom"):
-            list(loader)
+
+        def load_broken_annotation(self, i):
+            raise KeyError(f'boom {i}')
+
+    loader = ShmRingLoader(Bad(6), batch_size=2, num_workers=1)
+    with pytest.raises(RuntimeError) as info:
+        list(loader)
+    text = str(info.value)
+    assert 'batch [2, 3]' in text and 'Traceback (most recent call last)' in text
+    assert 'in load_broken_annotation' in text and "KeyError: 'boom 3'" in text
+    assert loader.worker_pids == []  # the failed iterator stopped its workers
+    loader.close()
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_main_process_leaks_nothing(tmp_path, sig):
+def test_second_iterator_closes_the_first():
+    with ShmRingLoader(Toy(12, sleep=0.01), batch_size=2, num_workers=2) as loader:
+        first = iter(loader)
+        next(first)
+        old_pids = loader.worker_pids
+        second = iter(loader)
+        assert not any(_alive(p) for p in old_pids)  # one live worker set per loader
+        with pytest.raises(RuntimeError, match='newer iter'):
+            next(first)
+        seen = [i for batch in second for i in batch['data_samples']['idx']]
+        assert seen == list(range(12))
+
+
+def test_close_stops_a_live_iterator():
+    loader = ShmRingLoader(Toy(100, sleep=0.01), batch_size=2, num_workers=2)
+    it = iter(loader)
+    next(it)
+    pids = loader.worker_pids
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    loader.close()
+    assert not any(_alive(p) for p in pids)
+    with pytest.raises(RuntimeError, match='was closed'):
+        next(it)
+
+
+CHILD = '''
+import os, sys, time, torch
+sys.path.insert(0, {root!r})
+from bevboost.data.shm_loader import ShmRingLoader
+class Slow:
+    def __len__(self): return 10 ** 6
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return {{'inputs': {{'img': torch.zeros(2, 3, 64, 64, dtype=torch.uint8)}}}}
+loader = ShmRingLoader(Slow(), batch_size=2, num_workers=2)
+for i, _ in enumerate(loader):
+    if i == 2:
+        print(' '.join(map(str, loader.worker_pids)), flush=True)
+'''
+
+
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+def test_main_process_death_leaves_no_worker_and_no_mapping(tmp_path, sig):
     script = tmp_path / 'run.py'
-    script.write_text(textwrap.dedent(f'''
-        import sys, time, torch
-        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-        from bevboost.data.shm_loader import ShmRingLoader
-        class Slow:
-            def __len__(self): return 1000
-            def __getitem__(self, i):
-                time.sleep(0.05)
-                return {{'inputs': {{'img': torch.zeros(2, 3, 64, 64, dtype=torch.uint8)}}}}
-        with ShmRingLoader(Slow(), batch_size=2, num_workers=2) as loader:
-            for i, _ in enumerate(loader):
-                if i == 1:
-                    print('running', flush=True)
-    '''))
-    before = _bevboost_shm()
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == 'running'
-    proc.send_signal(sig)
-    proc.wait(timeout=20)
-    time.sleep(0.5)
-    assert _bevboost_shm() - before == set()
+    script.write_text(textwrap.dedent(CHILD.format(root=str(ROOT))))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        marker = f'bevboost-ring-{proc.pid}'
+        assert len(workers) == 2 and _ring_mappers(marker) == {proc.pid, *workers}
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        alive, mappers = _wait_gone(workers, marker)
+        assert alive == set() and mappers == set()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_bad_arguments():
@@ -125,3 +205,47 @@ def test_bad_arguments():
         ShmRingLoader(Toy(), batch_size=0)
     with pytest.raises(ValueError, match='num_workers'):
         ShmRingLoader(Toy(), num_workers=0)
+    with pytest.raises(ValueError, match='slots'):
+        ShmRingLoader(Toy(), slots=1)
+    with ShmRingLoader(Toy(4), batch_size=2, num_workers=1, slot_mib=0.0001) as loader:
+        with pytest.raises(RuntimeError, match='slot_mib'):
+            list(loader)
+
+
+class _PidSpy:
+    """A hook that records the ring's worker PIDs during training; ``fail_at`` raises there."""
+
+    def __new__(cls, fail_at: int | None = None):
+        from mmengine.hooks import Hook
+
+        class Spy(Hook):
+            pids: set = set()
+
+            def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+                self.pids |= set(runner.train_loop.dataloader.worker_pids)
+                if batch_idx == fail_at:
+                    raise RuntimeError('step failed')
+        spy = Spy()
+        spy.pids = set()
+        return spy
+
+
+@pytest.mark.parametrize('fail_at', [None, 2], ids=['finishes', 'raises'])
+def test_iteration_based_runner_closes_its_ring_loader(tmp_path, fail_at):
+    from bevboost.data.runner import ShmRingRunner
+    from bevboost.testing.toy import toy_config
+    cfg = toy_config(str(tmp_path), batch_size=4, max_iters=5)
+    cfg['train_dataloader'].update(num_workers=2, collate_fn=dict(type='pseudo_collate'),
+                                   shm_ring=dict(image_key=('inputs',)))
+    spy = _PidSpy(fail_at)
+    cfg['custom_hooks'] = [spy]
+    runner = ShmRingRunner(**cfg)
+    if fail_at is None:
+        runner.train()
+    else:
+        with pytest.raises(RuntimeError, match='step failed'):
+            runner.train()
+    loader = runner.train_loop.dataloader
+    assert isinstance(loader, ShmRingLoader) and len(spy.pids) == 2
+    assert not any(_alive(p) for p in spy.pids) and loader.worker_pids == []
+    assert _ring_mappers(f'bevboost-ring-{os.getpid()}') == set()
