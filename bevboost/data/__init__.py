@@ -1,15 +1,18 @@
 """Fast multi-view camera data path and the synthetic nuScenes dataset.
 
 Importing registers ``FastLoadMultiViewImageFromFiles`` (mmengine root
-TRANSFORMS), ``ShmRingRunner`` (root RUNNERS) and the boosts ``fast-decode``,
+TRANSFORMS), ``MainProcessDecodePreprocessor`` (root MODELS), ``ShmRingRunner``
+(root RUNNERS) and the boosts ``fast-decode``,
 ``dali`` and ``shm``. Nothing here imports mmdet3d or DALI at import time.
 """
-from bevboost.data import boosts, runner, transforms  # noqa: F401  (registration)
+from bevboost.data import boosts, main_decode, runner, transforms  # noqa: F401  (registration)
 from bevboost.data.decode import ImageLoadError
+from bevboost.data.main_decode import MainProcessDecodePreprocessor
 from bevboost.data.preprocess import UInt8Normalizer
 from bevboost.data.shm_loader import ShmRingLoader
 from bevboost.data.synth import synthesize_nuscenes
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
 
-__all__ = ['FastLoadMultiViewImageFromFiles', 'ImageLoadError', 'ShmRingLoader',
+__all__ = ['FastLoadMultiViewImageFromFiles', 'ImageLoadError', 'MainProcessDecodePreprocessor',
+           'ShmRingLoader',
            'UInt8Normalizer', 'synthesize_nuscenes']

@@ -1,14 +1,19 @@
-"""Image-augmentation geometry shared by PETR(v2) and BEVFusion pipelines.
+"""Image-augmentation geometry of the resize/crop transforms the fast loader folds.
 
-Both sample one (resize, crop, flip, rotate) per sample, resize the image to
-``(int(W * resize), int(H * resize))``, crop ``final_dim`` (zero padding
-outside), optionally flip and rotate about the crop centre, and carry a 3x3
-"ida" matrix mapping original pixels to augmented ones.
+Each folded transform samples (resize, crop, flip, rotate), resizes the image to
+``resize_dims``, crops ``final_dim`` (zero padding outside), optionally flips
+and rotates about the crop centre, and carries a 3x3 "ida" matrix mapping
+original pixels to augmented ones. What differs between them is *how* they
+sample and which result keys they update; :data:`FOLDABLE` records that per
+transform, and the samplers draw from ``rng`` in the same order as the stock
+code draws from ``np.random``, so a ``RandomState`` seeded like the global one
+reproduces the stock parameters exactly.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -26,19 +31,57 @@ class AugParams:
         return self.resize_dims[1], self.resize_dims[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldedTransform:
+    """How one stock resize/crop transform samples and which keys it updates.
+
+    Attributes:
+        sampler: ``'petr'`` (absolute ``resize_lim``, ``int`` sizes; PETR,
+            StreamPETR, BEVFusion) or ``'relative'`` (``resize_lim`` relative to
+            the covering scale, rounded sizes; the kit's ``MultiViewResizeCropFlip``).
+        per_view: one draw per camera (True) or one per sample.
+        update_intrinsics: the augmentation goes into ``cam2img`` (and so
+            ``lidar2img``); False keeps it only in ``img_aug_matrix`` (BEVFusion).
+        sets_img_shape: ``img_shape``/``pad_shape`` become ``final_dim``; False
+            leaves the loader's full-image shape, as the stock transform does.
+    """
+    sampler: str
+    per_view: bool
+    update_intrinsics: bool
+    sets_img_shape: bool
+
+
+#: stock transforms the fast loader can stand in for (registry names)
+FOLDABLE = {
+    'ResizeCropFlipImage': FoldedTransform('petr', False, True, False),
+    'ResizeCropFlipRotImage': FoldedTransform('petr', False, True, False),
+    'ImageAug3D': FoldedTransform('petr', True, False, False),
+    'MultiViewResizeCropFlip': FoldedTransform('relative', True, True, True),
+}
+#: what the loader does when it folds nothing but is given ``final_dim``
+UNFOLDED = FoldedTransform('petr', False, True, True)
+
+
 def sample_aug(src_hw: tuple[int, int], final_dim: tuple[int, int],
                resize_lim: tuple[float, float] | None = None,
                bot_pct_lim: tuple[float, float] = (0.0, 0.0),
                rot_lim: tuple[float, float] = (0.0, 0.0), rand_flip: bool = False,
-               is_train: bool = False, rng: np.random.Generator | None = None) -> AugParams:
-    """Draw augmentation parameters the way PETR/BEVFusion do.
+               is_train: bool = False, rng: Any = None, sampler: str = 'petr') -> AugParams:
+    """Draw augmentation parameters the way the folded transform does.
 
-    Test time uses ``resize = max(fH / H, fW / W)`` (PETR) unless
-    ``resize_lim`` is given, then its mean (BEVFusion).
+    ``'petr'``: test time uses ``resize = max(fH / H, fW / W)`` when
+    ``resize_lim`` is None (PETR), else its mean (BEVFusion). ``'relative'``:
+    ``MultiViewResizeCropFlip``. ``rng`` is a ``np.random.Generator`` or
+    ``RandomState`` (both have ``uniform``, ``choice`` and ``random``).
     """
+    rng = rng if rng is not None else np.random.default_rng()
+    if sampler == 'relative':
+        return _sample_relative(src_hw, final_dim, resize_lim or (1.0, 1.0), bot_pct_lim,
+                                rand_flip, is_train, rng)
+    if sampler != 'petr':
+        raise ValueError(f"sampler must be 'petr' or 'relative', got {sampler!r}")
     height, width = src_hw
     f_h, f_w = final_dim
-    rng = rng if rng is not None else np.random.default_rng()
     if is_train:
         if resize_lim is None:
             raise ValueError('resize_lim is required when is_train=True')
@@ -48,13 +91,35 @@ def sample_aug(src_hw: tuple[int, int], final_dim: tuple[int, int],
     else:
         resize = float(np.mean(resize_lim))
     new_w, new_h = int(width * resize), int(height * resize)
-    bot = float(rng.uniform(*bot_pct_lim)) if is_train else float(np.mean(bot_pct_lim))
-    crop_h = int((1 - bot) * new_h) - f_h
-    crop_w = int(rng.uniform(0, max(0, new_w - f_w))) if is_train else int(max(0, new_w - f_w) / 2)
-    flip = bool(rand_flip and is_train and rng.integers(0, 2))
-    rotate = float(rng.uniform(*rot_lim)) if is_train else 0.0
+    if is_train:
+        crop_h = int((1 - rng.uniform(*bot_pct_lim)) * new_h) - f_h
+        crop_w = int(rng.uniform(0, max(0, new_w - f_w)))
+        flip = bool(rand_flip and rng.choice([0, 1]))
+        rotate = float(rng.uniform(*rot_lim))
+    else:
+        crop_h = int((1 - np.mean(bot_pct_lim)) * new_h) - f_h
+        crop_w = int(max(0, new_w - f_w) / 2)
+        flip, rotate = False, 0.0
     return AugParams(resize, (new_w, new_h), (crop_w, crop_h, crop_w + f_w, crop_h + f_h),
                      flip, rotate)
+
+
+def _sample_relative(src_hw, final_dim, resize_lim, bot_pct_lim, rand_flip, is_train, rng):
+    height, width = src_hw
+    f_h, f_w = final_dim
+    fit = max(f_h / height, f_w / width)
+    if is_train:
+        resize = fit * rng.uniform(*resize_lim)
+        bot = rng.uniform(*bot_pct_lim)
+    else:
+        resize, bot = fit, float(np.mean(bot_pct_lim))
+    new_h, new_w = int(round(height * resize)), int(round(width * resize))
+    crop_h = max(0, int((1 - bot) * new_h) - f_h)
+    slack = max(0, new_w - f_w)
+    crop_w = int(rng.uniform(0, slack)) if is_train else slack // 2
+    flip = bool(is_train and rand_flip and rng.random() < 0.5)
+    return AugParams(float(resize), (new_w, new_h), (crop_w, crop_h, crop_w + f_w, crop_h + f_h),
+                     flip, 0.0)
 
 
 def ida_matrix(p: AugParams) -> np.ndarray:
@@ -71,6 +136,13 @@ def ida_matrix(p: AugParams) -> np.ndarray:
         a, b = r @ a, r @ b + centre - r @ centre
     out = np.eye(3)
     out[:2, :2], out[:2, 2] = a, b
+    return out
+
+
+def img_aug_matrix(ida: np.ndarray) -> np.ndarray:
+    """BEVFusion's 4x4 ``img_aug_matrix``: rotation in ``[:2, :2]``, translation in ``[:2, 3]``."""
+    out = np.eye(4)
+    out[:2, :2], out[:2, 3] = ida[:2, :2], ida[:2, 2]
     return out
 
 

@@ -1,59 +1,30 @@
 """Boosts of the camera data path: ``fast-decode``, ``dali``, ``shm``.
 
 ``fast-decode`` / ``dali`` replace the stock multi-view loading transform and
-the resize/crop that follows it (PETR ``ResizeCropFlipImage``, BEVFusion
-``ImageAug3D``) with :class:`~bevboost.data.transforms.FastLoadMultiViewImageFromFiles`
-in every pipeline of the config. ``shm`` swaps the train dataloader for the
+fold the resize/crop it reaches under the rule of :mod:`bevboost.data.fold`
+(PETR ``ResizeCropFlipImage``, StreamPETR ``ResizeCropFlipRotImage``,
+BEVFusion ``ImageAug3D``, the kit's ``MultiViewResizeCropFlip``) into
+:class:`~bevboost.data.transforms.FastLoadMultiViewImageFromFiles` in every
+pipeline of the config; where CUDA lives, decoding moves to the training
+process (:mod:`bevboost.data.main_decode`). ``shm`` swaps the train dataloader for the
 shared-memory ring loader.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mmengine.config import Config
 
-from bevboost.boosts import Boost, BoostCard, register_boost
+from bevboost.boosts import Boost, BoostCard, config_entry, register_boost
 
-#: stock loading transforms the kit replaces (registry names, any scope prefix)
-LOADERS = ('LoadMultiViewImageFromFiles', 'BEVLoadMultiViewImageFromFiles')
-#: stock augmentations folded into the fast loader -> how their options map
-AUGMENTS = ('ResizeCropFlipImage', 'ImageAug3D', 'ResizeCropFlipRotImage')
-FAST_TYPE = 'FastLoadMultiViewImageFromFiles'
+from bevboost.data.fold import FAST_TYPE, LOADERS, rewrite_pipeline, short_type
 
+logger = logging.getLogger(__name__)
 
-def _short(type_name: Any) -> str:
-    return str(type_name).rsplit('.', 1)[-1] if isinstance(type_name, str) else ''
-
-
-def _aug_options(aug: dict) -> dict:
-    conf = dict(aug.get('data_aug_conf') or {})  # PETR style
-    conf.update({k: v for k, v in aug.items() if k != 'type' and k != 'data_aug_conf'})
-    out = {k: conf[k] for k in ('final_dim', 'resize_lim', 'bot_pct_lim', 'rot_lim', 'rand_flip')
-           if k in conf}
-    if 'final_dim' in out:
-        out['final_dim'] = tuple(out['final_dim'])
-    out['is_train'] = bool(conf.get('is_train', conf.get('training', False)))
-    if _short(aug.get('type')) == 'ImageAug3D':
-        out['update_intrinsics'] = False  # BEVFusion keeps the augmentation in img_aug_matrix
-    elif not out['is_train']:
-        out.pop('resize_lim', None)  # PETR tests at max(fH / H, fW / W), not the mean
-    return out
-
-
-def rewrite_pipeline(pipeline: list, backend: str) -> int:
-    """Replace loader (+ following augmentation) in ``pipeline`` in place; count them."""
-    replaced, i = 0, 0
-    while i < len(pipeline):
-        step = pipeline[i]
-        if isinstance(step, dict) and _short(step.get('type')) in LOADERS:
-            new = dict(type=FAST_TYPE, backend=backend,
-                       num_views=step.get('num_views', 6))
-            if i + 1 < len(pipeline) and _short(pipeline[i + 1].get('type')) in AUGMENTS:
-                new.update(_aug_options(pipeline.pop(i + 1)))
-            pipeline[i] = new
-            replaced += 1
-        i += 1
-    return replaced
+MAIN_DECODE_PREPROCESSOR = 'MainProcessDecodePreprocessor'
+#: data-preprocessor options a model reads itself before building it (BEVFusion)
+_HOISTED_KEYS = ('voxelize_cfg',)
 
 
 def _pipelines(cfg: Config) -> list[list]:
@@ -70,12 +41,67 @@ def _pipelines(cfg: Config) -> list[list]:
     return found
 
 
-def apply_fast_decode(cfg: Config, backend: str = 'auto') -> None:
-    """Use the fast loader in every pipeline; ValueError when there is none to replace."""
-    n = sum(rewrite_pipeline(p, backend) for p in _pipelines(cfg))
-    if n == 0:
+def _wrap_data_preprocessor(cfg: Config, backend: str) -> bool:
+    """Put the main-process decode stage in front of the model's data preprocessor."""
+    model = cfg.get('model')
+    inner = model.get('data_preprocessor') if isinstance(model, dict) else None
+    if not isinstance(inner, dict):
+        return False
+    if short_type(inner) != MAIN_DECODE_PREPROCESSOR:
+        inner = dict(inner)
+        hoisted = {k: inner.pop(k) for k in _HOISTED_KEYS if k in inner}
+        model['data_preprocessor'] = dict(type=MAIN_DECODE_PREPROCESSOR, preprocessor=inner,
+                                          backend=backend, **hoisted)
+    return True
+
+
+def _ship_encoded(pipeline: list) -> bool:
+    """Let every ``Pack3DDetInputs`` of ``pipeline`` carry the encoded images as metainfo."""
+    from bevboost.data.transforms import MAIN_DECODE_KEYS
+    packs = [s for s in pipeline if short_type(s) == 'Pack3DDetInputs']
+    if not packs or any('meta_keys' not in s for s in packs):
+        return False
+    for step in packs:
+        step['meta_keys'] = tuple(step['meta_keys']) + tuple(
+            k for k in MAIN_DECODE_KEYS if k not in step['meta_keys'])
+    return True
+
+
+def apply_fast_decode(cfg: Config, backend: str = 'auto', decode: str = 'auto') -> None:
+    """Use the fast loader in every pipeline, folding each pipeline's resize/crop.
+
+    ``decode='main'`` (or ``'auto'`` where the training process has a GPU
+    decoder at run time) ships JPEG bytes from the workers and decodes them in
+    :class:`~bevboost.data.main_decode.MainProcessDecodePreprocessor`, which
+    this wraps around the model's data preprocessor. ValueError when there is no
+    loader to replace, or a resize/crop the folding rule cannot reach.
+    """
+    if decode not in ('auto', 'worker', 'main'):
+        raise ValueError(f"decode must be 'auto', 'worker' or 'main', got {decode!r}")
+    if backend == 'cpu' and decode == 'auto':
+        decode = 'worker'  # a CPU decoder belongs in the workers
+    pipelines = _pipelines(cfg)
+    options = dict(backend=backend, decode=decode)
+    folded = [rewrite_pipeline(p, options) for p in pipelines]
+    if not any(folded):
         raise ValueError(f'config {cfg.filename or "<in memory>"!r} has no '
                          f'{"/".join(LOADERS)} transform to replace')
+    if decode != 'worker':
+        ok = all(_ship_encoded(p) for p, f in zip(pipelines, folded) if f)
+        ok = ok and _wrap_data_preprocessor(cfg, backend)
+        if not ok:
+            if decode == 'main':
+                raise ValueError("decode='main' needs model.data_preprocessor and explicit "
+                                 'Pack3DDetInputs meta_keys in every camera pipeline')
+            logger.info('fast-decode: no model.data_preprocessor or explicit Pack3DDetInputs '
+                        'meta_keys to carry encoded images; decoding in the loader workers')
+            for p, f in zip(pipelines, folded):
+                for step in p:
+                    if short_type(step) == FAST_TYPE:
+                        step['decode'] = 'worker'
+    imports = config_entry(cfg, 'custom_imports', dict(imports=[], allow_failed_imports=False))
+    if 'bevboost' not in imports.get('imports', []):
+        imports['imports'] = list(imports.get('imports', [])) + ['bevboost']
 
 
 def apply_shm(cfg: Config, slots: int | None = None, device: str = 'cpu') -> None:
@@ -101,31 +127,62 @@ def apply_shm(cfg: Config, slots: int | None = None, device: str = 'cpu') -> Non
     cfg['train_dataloader']['shm_ring'] = dict(slots=slots, device=device)
 
 
+def verify_fast_loader(runner: Any, backend: str | None) -> str:
+    """What loads the built train pipeline's images, and whether it folded the resize."""
+    from bevboost.boosts import BoostNotInEffect, train_pipeline_transforms
+    from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
+    transforms = train_pipeline_transforms(runner)
+    stock = [type(t).__name__ for t in transforms if type(t).__name__ in LOADERS]
+    fast = [t for t in transforms if isinstance(t, FastLoadMultiViewImageFromFiles)]
+    if stock or not fast:
+        raise BoostNotInEffect('train pipeline loads images with '
+                               f'{", ".join(stock) or "no multi-view loader"}, not {FAST_TYPE}')
+    loader = fast[0]
+    if backend is not None and loader.backend != backend:
+        raise BoostNotInEffect(f'{FAST_TYPE} decodes with {loader.backend!r}, not {backend!r}')
+    fold = getattr(loader, 'fold', None)
+    folded = (f'resize/crop {fold or ""} folded to {tuple(loader.final_dim)}' if loader.final_dim
+              else 'resize not folded (no resize/crop transform followed the loader: '
+                   'full-size decode)')
+    return f'{FAST_TYPE} backend={loader.backend}, {folded}'
+
+
 @register_boost
 class FastDecodeBoost(Boost):
     card = BoostCard(
         name='fast-decode',
-        summary='decode camera JPEGs at reduced DCT scale, resize/crop uint8 in one transform',
+        summary=('decode camera JPEGs at reduced DCT scale and fold the resize/crop into the '
+                 'loader (refuses a resize/crop it cannot reach: see bevboost.data.fold); '
+                 'on CUDA, decode batched in the training process (nvJPEG / DALI mixed)'),
         changes=('train_dataloader.dataset.pipeline', 'val_dataloader.dataset.pipeline',
-                 'test_dataloader.dataset.pipeline', 'train_pipeline', 'test_pipeline'),
-        expected_effect='~5x less CPU per camera image at 320x800; uint8 batches (4x fewer bytes)',
+                 'test_dataloader.dataset.pipeline', 'train_pipeline', 'test_pipeline',
+                 'model.data_preprocessor'),
+        expected_effect=('>=8x less CPU per camera image than mmdet3d loader + resize at '
+                         '320x800 and 256x704 (docs/data.md); uint8 or encoded batches'),
         exact=False, requires=('simplejpeg',), order=20)
     primary_option = 'backend'
 
     def apply(self, cfg: Config, **options: Any) -> None:
         apply_fast_decode(cfg, **options)
 
+    def verify(self, runner: Any, **options: Any) -> str:
+        return verify_fast_loader(runner, backend=None)
+
 
 @register_boost
 class DaliBoost(Boost):
     card = BoostCard(
-        name='dali', summary='decode camera JPEGs with NVIDIA DALI in the fast loader',
+        name='dali', summary=('decode camera JPEGs with NVIDIA DALI: mixed (GPU) in the '
+                              'training process on CUDA, CPU DALI in the workers elsewhere'),
         changes=FastDecodeBoost.card.changes,
         expected_effect='offloads decode to the GPU (mixed); CPU DALI is no faster than fast-decode',
         exact=False, requires=('nvidia.dali',), order=21)
 
     def apply(self, cfg: Config, **options: Any) -> None:
-        apply_fast_decode(cfg, backend='dali')
+        apply_fast_decode(cfg, backend='dali', decode=options.get('decode', 'auto'))
+
+    def verify(self, runner: Any, **options: Any) -> str:
+        return verify_fast_loader(runner, backend='dali')
 
 
 @register_boost
@@ -144,3 +201,14 @@ class ShmBoost(Boost):
 
     def apply(self, cfg: Config, **options: Any) -> None:
         apply_shm(cfg, **options)
+
+    def verify(self, runner: Any, slots: int | None = None, **options: Any) -> str:
+        from bevboost.boosts import BoostNotInEffect
+        from bevboost.data.shm_loader import ShmRingLoader
+        loader = runner.train_dataloader
+        if not isinstance(loader, ShmRingLoader):
+            raise BoostNotInEffect(f'train dataloader is {type(loader).__name__}, not ShmRingLoader')
+        if slots is not None and loader.slots != int(slots):
+            raise BoostNotInEffect(f'ring has {loader.slots} slots, asked {slots}')
+        return (f'ShmRingLoader ({loader.slots} slots, {loader.num_workers} workers, '
+                f'{type(runner).__name__})')

@@ -6,11 +6,16 @@ most of the decode work when the pipeline shrinks the image anyway (PETRv2:
 power-of-two scales are used: libjpeg-turbo's M/8 scales are slower than a
 full decode. Backends:
 
-* ``cpu``: simplejpeg (libjpeg-turbo), per image, in loader workers.
-* ``dali``: an NVIDIA DALI pipeline (``device='mixed'`` decodes on the GPU;
-  ``'cpu'`` runs without one), per batch of images.
-* ``nvjpeg``: ``torchvision.io.decode_jpeg(device='cuda')``, per batch.
-* ``auto``: ``nvjpeg`` > ``dali`` (mixed) when CUDA is visible, else ``cpu``.
+* ``cpu``: simplejpeg (libjpeg-turbo), per image, in loader workers or the
+  main process.
+* ``dali``: an NVIDIA DALI pipeline, per batch of images: ``device='mixed'``
+  (GPU decode) in the main process on CUDA, ``'cpu'`` everywhere else.
+* ``nvjpeg``: ``torchvision.io.decode_jpeg(device='cuda')``, per batch, main
+  process only.
+* ``auto``: chosen per process by :func:`resolve_backend`. A loader worker
+  never picks a CUDA backend and never asks CUDA anything: once the main
+  process has put the model on the GPU, CUDA cannot be initialised in a
+  forked child.
 """
 from __future__ import annotations
 
@@ -44,19 +49,42 @@ def reduction_for(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
     return 1
 
 
-def resolve_backend(backend: str) -> str:
-    """Map ``auto`` to the best backend here, log the choice; validate names."""
+def in_loader_worker() -> bool:
+    """True inside a torch DataLoader worker process."""
+    import torch.utils.data
+    return torch.utils.data.get_worker_info() is not None
+
+
+def resolve_backend(backend: str, where: Literal['worker', 'main'] = 'worker') -> str:
+    """The decode backend for ``where`` the decode runs; logs what ``auto`` chose.
+
+    ``'worker'`` never consults CUDA: ``auto`` is ``cpu`` there and ``nvjpeg``
+    is refused. ``'main'`` (the training process, where the model's device
+    lives) picks nvJPEG > DALI ``mixed`` when CUDA is visible, else ``cpu``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-    if backend != 'auto':
+    if where not in ('worker', 'main'):
+        raise ValueError(f"where must be 'worker' or 'main', got {where!r}")
+    if where == 'worker':
+        if backend == 'nvjpeg':
+            raise ValueError("backend 'nvjpeg' decodes on the GPU, which a loader worker must not "
+                             "touch; use decode='main' (decode in the training process)")
+        chosen, why = ('cpu', 'loader workers decode on the CPU') if backend == 'auto' else (
+            backend, 'as asked')
+    elif in_loader_worker():
+        raise RuntimeError('main-process decoding was asked for inside a DataLoader worker')
+    elif backend != 'auto':
         return backend
-    if cuda_available() and is_available('torchvision'):
+    elif cuda_available() and is_available('torchvision'):
         chosen, why = 'nvjpeg', 'CUDA and torchvision (nvJPEG) available'
     elif cuda_available() and is_available('nvidia.dali'):
-        chosen, why = 'dali', 'CUDA and DALI available'
+        chosen, why = 'dali', 'CUDA and DALI available (mixed)'
     else:
         chosen, why = 'cpu', 'no CUDA device' if not cuda_available() else 'no nvJPEG/DALI'
-    logger.info('image decode backend auto -> %s (%s)', chosen, why)
+    if backend == 'auto':
+        logger.info('image decode backend auto -> %s in the %s (%s)', chosen,
+                    'loader workers' if where == 'worker' else 'main process', why)
     return chosen
 
 
@@ -110,13 +138,43 @@ class DaliDecoder:
         self._pipe = pipe()
         self._pipe.build()
 
-    def __call__(self, blobs: Sequence[bytes], target_hw: tuple[int, int] | None,
-                 paths: Sequence[str] = (), sample: str = '') -> list[np.ndarray]:
-        """Decode ``blobs`` (at most ``batch_size``); returns host uint8 HxWx3 arrays."""
+    def __call__(self, blobs: Sequence[bytes], target_hw, paths: Sequence[str] = (),
+                 sample: str = '') -> list[np.ndarray]:
+        """Decode ``blobs`` (at most ``batch_size``); returns host uint8 HxWx3 arrays.
+
+        ``target_hw`` is one (H, W) for all images, a list with one per image, or None.
+        """
+        out = self._run(blobs, target_hw, paths, sample)
+        if self.device == 'mixed':
+            out = out.as_cpu()
+        imgs = [np.array(out.at(i)) for i in range(len(blobs))]
+        if self.channel_order == 'bgr':
+            imgs = [np.ascontiguousarray(im[..., ::-1]) for im in imgs]
+        return imgs
+
+    def decode_tensors(self, blobs: Sequence[bytes], target_hw, paths: Sequence[str] = (),
+                       sample: str = '') -> list:
+        """Like ``__call__`` but returns uint8 3xHxW torch tensors, on the GPU for ``mixed``."""
+        import torch
+        out = self._run(blobs, target_hw, paths, sample)
+        if self.device == 'cpu':
+            tensors = [torch.from_numpy(np.array(out.at(i))) for i in range(len(blobs))]
+        else:
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+            tensors = []
+            for i in range(len(blobs)):
+                t = torch.empty(out[i].shape(), dtype=torch.uint8, device='cuda')
+                feed_ndarray(out[i], t, cuda_stream=torch.cuda.current_stream())
+                tensors.append(t)
+        tensors = [t.permute(2, 0, 1) for t in tensors]
+        return [t.flip(0) if self.channel_order == 'bgr' else t for t in tensors]
+
+    def _run(self, blobs: Sequence[bytes], target_hw, paths: Sequence[str], sample: str):
         if len(blobs) > self.batch_size:
             raise ValueError(f'got {len(blobs)} images for a DALI batch of {self.batch_size}')
         if self._pipe is None:
             self._build()
+        targets = (list(target_hw) if isinstance(target_hw, list) else [target_hw] * len(blobs))
         sj = require('simplejpeg', 'JPEG header parsing')
         sizes = []
         for i, data in enumerate(blobs):
@@ -125,7 +183,7 @@ class DaliDecoder:
             except ValueError as exc:
                 path = paths[i] if i < len(paths) else ''
                 raise ImageLoadError(f'corrupt JPEG header ({exc})', path, sample) from exc
-            d = 1 if target_hw is None else reduction_for((h, w), target_hw)
+            d = 1 if targets[i] is None else reduction_for((h, w), targets[i])
             sizes.append(np.array([-(-h // d), -(-w // d)], np.float32))
         arrays = [np.frombuffer(b, np.uint8) for b in blobs]
         self._pipe.feed_input('jpegs', arrays)
@@ -134,31 +192,17 @@ class DaliDecoder:
             (out,) = self._pipe.run()
         except RuntimeError as exc:
             raise ImageLoadError(f'DALI could not decode ({exc})', ', '.join(paths), sample) from exc
-        if self.device == 'mixed':
-            out = out.as_cpu()
-        imgs = [np.array(out.at(i)) for i in range(len(blobs))]
-        if self.channel_order == 'bgr':
-            imgs = [np.ascontiguousarray(im[..., ::-1]) for im in imgs]
-        return imgs
+        return out
 
 
-def decode_nvjpeg(blobs: Sequence[bytes], target_hw: tuple[int, int] | None,
-                  device: str = 'cuda', channel_order: str = 'bgr'):
-    """Decode on the GPU with nvJPEG (torchvision); returns CUDA uint8 3xHxW tensors.
+def decode_nvjpeg(blobs: Sequence[bytes], device: str = 'cuda', channel_order: str = 'bgr'):
+    """Decode full size with nvJPEG (``torchvision.io.decode_jpeg`` on ``device``), batched.
 
-    Resizes on the GPU to the size a reduced decode would give.
+    Returns uint8 3xHxW tensors on ``device``; resizing is the caller's (on the same device).
     """
-    torch = require('torch', 'nvJPEG decoding')
-    tv_io = require('torchvision.io', 'nvJPEG decoding (CUDA torchvision)')
+    import torch
+    require('torchvision', 'nvJPEG decoding (a torchvision build matching your torch and CUDA)')
+    from torchvision.io import decode_jpeg
     datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-    imgs = tv_io.decode_jpeg(datas, device=device)
-    out = []
-    for img in imgs:
-        h, w = img.shape[-2:]
-        d = 1 if target_hw is None else reduction_for((h, w), target_hw)
-        if d > 1:
-            img = torch.nn.functional.interpolate(
-                img[None].float(), size=(-(-h // d), -(-w // d)), mode='bilinear',
-                antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-        out.append(img.flip(0) if channel_order == 'bgr' else img)
-    return out
+    imgs = decode_jpeg(datas, device=device)
+    return [img.flip(0) if channel_order == 'bgr' else img for img in imgs]

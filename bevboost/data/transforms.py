@@ -1,21 +1,30 @@
 """Fast multi-view image loading: a drop-in for mmdet3d's load + resize/crop pair.
 
 ``FastLoadMultiViewImageFromFiles`` replaces ``LoadMultiViewImageFromFiles``
-(or BEVFusion's ``BEVLoadMultiViewImageFromFiles``) *and* the following
-``ResizeCropFlipImage`` (PETR) / ``ImageAug3D`` (BEVFusion): knowing the final
-size lets it decode at a reduced DCT scale, resize the small image with
-OpenCV and keep uint8. It writes the stock keys (``img`` as a list of HxWx3
-arrays, ``img_shape``, ``ori_shape``, ``pad_shape``, ``filename``,
-``cam2img``, ``ori_cam2img``, ``lidar2cam``, ``num_views``,
-``num_ref_frames``, ``img_norm_cfg``) plus ``lidar2img`` and
-``img_aug_matrix`` (BEVFusion's per-view 4x4). Normalisation is left to
-:class:`bevboost.data.preprocess.UInt8Normalizer` on the GPU.
+(or BEVFusion's ``BEVLoadMultiViewImageFromFiles``) *and* a resize/crop
+transform it folds (``fold=``: PETR's ``ResizeCropFlipImage``, StreamPETR's
+``ResizeCropFlipRotImage``, BEVFusion's ``ImageAug3D``, the kit's
+``MultiViewResizeCropFlip``): knowing the final size lets it decode at a
+reduced DCT scale, resize the small image with OpenCV and keep uint8. The
+augmentation is sampled the way the folded transform samples it, and the
+geometry keys (``cam2img``, ``lidar2img``, ``img_aug_matrix``, ``img_shape``)
+come out as the stock load + transform pair writes them. It also writes the
+stock loader's keys (``filename``, ``ori_shape``, ``pad_shape``,
+``ori_cam2img``, ``lidar2cam``, ``cam2lidar``, ``num_views``,
+``num_ref_frames``, ``img_norm_cfg``).
+
+``decode='main'`` leaves decoding to the training process: the transform
+ships ``img_jpeg`` (the encoded bytes, the per-view plan and the channel
+order) instead of ``img``, and
+:class:`bevboost.data.main_decode.MainProcessDecodePreprocessor` decodes the
+batch where the model lives (nvJPEG / DALI ``mixed`` on CUDA, CPU otherwise).
 
 Registered in mmengine's root ``TRANSFORMS``, so mmdet3d configs find it after
 ``custom_imports=dict(imports=['bevboost'])``; nothing here imports mmdet3d.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -25,9 +34,14 @@ import numpy as np
 from mmengine.registry import TRANSFORMS
 
 from bevboost.data import augment
-from bevboost.data.decode import DaliDecoder, ImageLoadError, decode_cpu, resolve_backend
+from bevboost.data.decode import (DaliDecoder, ImageLoadError, decode_cpu, in_loader_worker,
+                                  resolve_backend)
+from bevboost.data.seeding import WorkerRng
 
 logger = logging.getLogger(__name__)
+
+#: result keys that carry main-process decode work (must be in Pack3DDetInputs' meta_keys)
+MAIN_DECODE_KEYS = ('img_jpeg',)
 
 
 def read_bytes(path: str, sample: str) -> bytes:
@@ -43,6 +57,31 @@ def read_bytes(path: str, sample: str) -> bytes:
                              path, sample) from exc
 
 
+def jpeg_hw(data: bytes, path: str, sample: str) -> tuple[int, int]:
+    """(H, W) from the JPEG header, without decoding."""
+    sj = __import__('simplejpeg')
+    try:
+        return tuple(sj.decode_jpeg_header(data)[:2])
+    except ValueError as exc:
+        raise ImageLoadError(f'corrupt JPEG header ({exc})', path, sample) from exc
+
+
+def choose_decode_site(decode: str, backend: str) -> str:
+    """``'worker'`` or ``'main'``; ``auto`` is ``main`` only where a GPU decoder will run."""
+    if decode not in ('worker', 'main', 'auto'):
+        raise ValueError(f"decode must be 'worker', 'main' or 'auto', got {decode!r}")
+    if decode != 'auto':
+        return decode
+    if backend == 'cpu' or in_loader_worker():
+        return 'worker'
+    from bevboost._optional import cuda_available
+    gpu = cuda_available() and resolve_backend(backend, 'main') in ('nvjpeg', 'dali')
+    site = 'main' if gpu else 'worker'
+    logger.info("image decode site auto -> %s (%s)", site,
+                'a GPU decoder in the training process' if gpu else 'no GPU decoder here')
+    return site
+
+
 @TRANSFORMS.register_module()
 class FastLoadMultiViewImageFromFiles:
     """Load N camera JPEGs at reduced DCT scale, resize/crop/flip, keep uint8.
@@ -51,18 +90,28 @@ class FastLoadMultiViewImageFromFiles:
         num_views: expected cameras per sample; other counts are an error.
         final_dim: (H, W) network input; None decodes full size (no augmentation).
         resize_lim, bot_pct_lim, rot_lim, rand_flip, is_train: augmentation as
-            PETR's ``data_aug_conf`` / BEVFusion's ``ImageAug3D``.
-        update_intrinsics: fold the augmentation into ``cam2img`` (PETR); False
-            leaves it only in ``img_aug_matrix`` (BEVFusion).
+            the folded transform's options (PETR's ``data_aug_conf``, BEVFusion's
+            ``ImageAug3D``, ``MultiViewResizeCropFlip``).
+        fold: name of the stock transform this one stands in for (a key of
+            :data:`bevboost.data.augment.FOLDABLE`): how to sample and which keys
+            to update. None: PETR-style sampling, ``update_intrinsics`` as given.
+        src_hw: the source size the folded transform assumes (PETR's
+            ``data_aug_conf`` ``H``/``W``); None uses each image's header.
+        update_intrinsics: (``fold=None`` only) fold the augmentation into ``cam2img``.
         load_prev_frame: also load ``cam_sweeps[0]`` (the previous keyframe) with
             the same augmentation, appended after the current views (PETRv2);
             the current frame is repeated on a scene's first sample.
-        backend: ``'cpu'``, ``'dali'`` (CPU DALI in workers), ``'nvjpeg'`` or ``'auto'``.
+        backend: ``'cpu'``, ``'dali'``, ``'nvjpeg'`` or ``'auto'`` (see
+            :func:`bevboost.data.decode.resolve_backend`).
+        decode: ``'worker'`` (decode here), ``'main'`` (ship JPEG bytes; the
+            training process decodes) or ``'auto'`` (``main`` when the building
+            process has CUDA and a GPU decoder, else ``worker``).
         on_error: ``'raise'`` or ``'skip'`` (return None so the dataset picks
             another sample; the count is in ``skipped``).
         channel_order: ``'bgr'`` like mmcv's default, or ``'rgb'``.
         to_float32: cast to float32 at the end (only for strict drop-in use).
-        seed: seed of the augmentation RNG (None: fresh entropy per process).
+        seed: None follows mmengine's seeding (different per worker, rank and
+            epoch; see :mod:`bevboost.data.seeding`); an int fixes the stream.
     """
 
     def __init__(self, num_views: int = 6, final_dim: tuple[int, int] | None = None,
@@ -72,7 +121,9 @@ class FastLoadMultiViewImageFromFiles:
                  is_train: bool = False, update_intrinsics: bool = True,
                  load_prev_frame: bool = False, backend: str = 'cpu',
                  on_error: str = 'raise', channel_order: str = 'bgr',
-                 to_float32: bool = False, seed: int | None = None, **stock_kwargs: Any) -> None:
+                 to_float32: bool = False, seed: int | None = None, fold: str | None = None,
+                 src_hw: tuple[int, int] | None = None, decode: str = 'worker',
+                 **stock_kwargs: Any) -> None:
         if not isinstance(num_views, int) or num_views < 1:
             raise ValueError(f'num_views must be a positive int, got {num_views!r}')
         if on_error not in ('raise', 'skip'):
@@ -81,33 +132,38 @@ class FastLoadMultiViewImageFromFiles:
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         if final_dim is not None and (len(final_dim) != 2 or min(final_dim) < 1):
             raise ValueError(f'final_dim must be (H, W) > 0, got {final_dim!r}')
+        if fold is not None and fold not in augment.FOLDABLE:
+            raise ValueError(f'fold must be one of {sorted(augment.FOLDABLE)}, got {fold!r}')
         unknown = set(stock_kwargs) - {'color_type', 'backend_args', 'num_ref_frames',
                                        'test_mode', 'set_default_scale'}
         if unknown:
             raise TypeError(f'unexpected arguments {sorted(unknown)}')
-        self.num_views, self.final_dim = num_views, final_dim
+        self.num_views = num_views
+        self.final_dim = None if final_dim is None else tuple(final_dim)
         self.aug_kwargs = dict(resize_lim=resize_lim, bot_pct_lim=bot_pct_lim, rot_lim=rot_lim,
                                rand_flip=rand_flip, is_train=is_train)
-        self.update_intrinsics, self.load_prev_frame = update_intrinsics, load_prev_frame
-        self.backend = resolve_backend(backend)
+        self.fold = fold
+        self.rule = augment.FOLDABLE[fold] if fold else dataclasses.replace(
+            augment.UNFOLDED, update_intrinsics=update_intrinsics)
+        self.src_hw = None if src_hw is None else tuple(src_hw)
+        self.load_prev_frame = load_prev_frame
+        self.decode = choose_decode_site(decode, backend)
+        # the main process resolves its own backend (MainProcessDecodePreprocessor)
+        self.backend = resolve_backend(backend, 'worker') if self.decode == 'worker' else backend
         self.on_error, self.channel_order, self.to_float32 = on_error, channel_order, to_float32
-        self.rng = np.random.default_rng(seed)
+        self.rng = WorkerRng(seed)  # per worker, rank and epoch, as mmengine seeds
         self.skipped = 0
         self._dali: DaliDecoder | None = None
 
-    def _decode(self, paths: list[str], target_hw, sample: str) -> list[np.ndarray]:
-        blobs = [read_bytes(p, sample) for p in paths]
+    def _decode(self, blobs: list[bytes], paths: list[str], targets: list, sample: str
+                ) -> list[np.ndarray]:
         if self.backend == 'dali':
             if self._dali is None:
                 self._dali = DaliDecoder('cpu', batch_size=len(blobs),
                                          channel_order=self.channel_order)
-            return self._dali(blobs, target_hw, paths, sample)
-        if self.backend == 'nvjpeg':
-            from bevboost.data.decode import decode_nvjpeg
-            imgs = decode_nvjpeg(blobs, target_hw, channel_order=self.channel_order)
-            return [im.permute(1, 2, 0).contiguous().cpu().numpy() for im in imgs]
-        return [decode_cpu(b, target_hw, self.channel_order, p, sample)[0]
-                for b, p in zip(blobs, paths)]
+            return self._dali(blobs, targets, paths, sample)
+        return [decode_cpu(b, t, self.channel_order, p, sample)[0]
+                for b, t, p in zip(blobs, targets, paths)]
 
     def _views(self, results: dict) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
         sample = str(results.get('token', results.get('sample_idx', '?')))
@@ -141,44 +197,51 @@ class FastLoadMultiViewImageFromFiles:
             logger.warning('skipping sample (%d skipped so far): %s', self.skipped, exc)
             return None
 
+    def _plans(self, src_hws: list[tuple[int, int]]) -> list[augment.AugParams | None]:
+        """One augmentation per view (drawn per view or once per sample, as the fold does)."""
+        if self.final_dim is None:
+            return [None] * len(src_hws)
+
+        def draw(hw):
+            return augment.sample_aug(self.src_hw or hw, self.final_dim, rng=self.rng,
+                                      sampler=self.rule.sampler, **self.aug_kwargs)
+        if self.rule.per_view:
+            return [draw(hw) for hw in src_hws]
+        return [draw(src_hws[0])] * len(src_hws)
+
     def _load(self, results: dict) -> dict:
         sample = str(results.get('token', results.get('sample_idx', '?')))
         paths, cam2img, lidar2cam = self._views(results)
-        params = target = None
-        if self.final_dim is not None:
-            sj = __import__('simplejpeg')
-            first = read_bytes(paths[0], sample)
-            try:
-                src_hw = sj.decode_jpeg_header(first)[:2]
-            except ValueError as exc:
-                raise ImageLoadError(f'corrupt JPEG header ({exc})', paths[0], sample) from exc
-            params = augment.sample_aug(src_hw, self.final_dim, rng=self.rng, **self.aug_kwargs)
-            target = params.resize_hw
-        imgs = self._decode(paths, target, sample)
-        shapes = {im.shape for im in imgs}
-        if params is None:
-            if len(shapes) != 1:
-                raise ImageLoadError(f'camera images differ in size {sorted(shapes)}', '', sample)
-            ida = np.eye(3)
-            ori_hw = imgs[0].shape[:2]
+        blobs = [read_bytes(p, sample) for p in paths]
+        src_hws = [jpeg_hw(b, p, sample) for b, p in zip(blobs, paths)]
+        if self.final_dim is None and len(set(src_hws)) != 1:
+            raise ImageLoadError(f'camera images differ in size {sorted(set(src_hws))}', '',
+                                 sample)
+        plans = self._plans(src_hws)
+        if self.decode == 'main':
+            results.pop('img', None)
+            results['img_jpeg'] = dict(blobs=blobs, plans=plans, channel_order=self.channel_order)
         else:
-            ori_hw = src_hw
-            ida = augment.ida_matrix(params)
-            imgs = [self._augment(im, params) for im in imgs]
-        if self.to_float32:
-            imgs = [im.astype(np.float32) for im in imgs]
-        ida4 = np.eye(4)
-        ida4[:3, :3] = ida
+            imgs = self._decode(blobs, paths, [p and p.resize_hw for p in plans], sample)
+            imgs = [im if p is None else self._augment(im, p) for im, p in zip(imgs, plans)]
+            if self.to_float32:
+                imgs = [im.astype(np.float32) for im in imgs]
+            results['img'] = imgs
+        idas = [np.eye(3) if p is None else augment.ida_matrix(p) for p in plans]
         ori_cam2img = [k.copy() for k in cam2img]
-        if self.update_intrinsics:
-            cam2img = [self._pad4(ida @ k[:3, :3]) for k in cam2img]
+        cam2img = [self._pad4(k) for k in cam2img]
+        if self.rule.update_intrinsics:
+            for k, ida in zip(cam2img, idas):
+                k[:3, :3] = ida @ k[:3, :3]
+        lidar2cam = [self._pad4(m) for m in lidar2cam]
+        out_hw = self.final_dim if self.final_dim and self.rule.sets_img_shape else src_hws[0]
         results.update(
-            filename=paths, img=imgs, img_shape=imgs[0].shape[:2], ori_shape=tuple(ori_hw),
-            pad_shape=imgs[0].shape[:2], cam2img=cam2img, ori_cam2img=ori_cam2img,
-            lidar2cam=lidar2cam,
-            lidar2img=[self._pad4(k) @ l2c for k, l2c in zip(cam2img, lidar2cam)],
-            img_aug_matrix=[ida4.copy() for _ in imgs], num_views=self.num_views,
-            num_ref_frames=1 if self.load_prev_frame else 0,
+            filename=paths, img_shape=tuple(out_hw), ori_shape=tuple(src_hws[0]),
+            pad_shape=tuple(out_hw), cam2img=cam2img, ori_cam2img=ori_cam2img,
+            lidar2cam=lidar2cam, cam2lidar=[np.linalg.inv(m) for m in lidar2cam],
+            lidar2img=[k @ m for k, m in zip(cam2img, lidar2cam)],
+            img_aug_matrix=[augment.img_aug_matrix(ida) for ida in idas],
+            num_views=self.num_views, num_ref_frames=1 if self.load_prev_frame else 0,
             img_norm_cfg=dict(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32),
                               to_rgb=False))
         return results
@@ -207,4 +270,5 @@ class FastLoadMultiViewImageFromFiles:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_views={self.num_views}, final_dim={self.final_dim}, '
-                f'backend={self.backend!r}, on_error={self.on_error!r})')
+                f'fold={self.fold!r}, decode={self.decode!r}, backend={self.backend!r}, '
+                f'on_error={self.on_error!r})')

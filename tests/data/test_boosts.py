@@ -24,13 +24,18 @@ def test_fast_decode_folds_petr_augmentation():
     pipe = out.train_dataloader.dataset.pipeline
     assert [p['type'] for p in pipe] == ['FastLoadMultiViewImageFromFiles', 'Pack3DDetInputs']
     assert pipe[0]['final_dim'] == (320, 800) and pipe[0]['is_train'] and pipe[0]['backend'] == 'cpu'
-    assert 'resize_lim' not in out.test_pipeline[0]  # PETR test resize is max(fH/H, fW/W)
+    assert out.test_pipeline[0]['resize_lim'] is None  # PETR test resize is max(fH/H, fW/W)
+    assert pipe[0]['decode'] == 'worker'  # the CPU backend decodes in the workers
 
 
 def test_bevfusion_keeps_intrinsics_and_dali_backend():
     out = apply_boosts(_cfg('ImageAug3D'), ['dali'])
     step = out.train_dataloader.dataset.pipeline[0]
-    assert step['backend'] == 'dali' and step['update_intrinsics'] is False
+    assert step['backend'] == 'dali' and step['fold'] == 'ImageAug3D'
+    # no model.data_preprocessor to put the main-process decode in front of: workers decode
+    assert step['decode'] == 'worker'
+    with pytest.raises(ValueError, match="decode='main' needs model.data_preprocessor"):
+        apply_boosts(_cfg('ImageAug3D'), {'dali': dict(decode='main')})
 
 
 def test_shm_swaps_the_runner():
