@@ -1,21 +1,114 @@
 """One contract over every registered boost (mirrors the per-algorithm contract test).
 
-Each boost has a well-formed card, a documented variant syntax, and on the toy
-task either trains through mmengine's Runner or refuses the config with a
-ValueError that says what is missing -- never a crash deep inside mmengine.
+Each boost has a well-formed card and a documented variant syntax, and TRAINS:
+on the toy regressor (training-recipe boosts) or a 6-camera model that never
+mentions bevboost (data boosts), with the value it needs. What it changed is
+asserted twice: through its own :meth:`Boost.verify` on the built runner, and
+through a direct fact read off that runner (wrapper, accumulation count, LR,
+loader class, transform type, hooks). ``verify`` must also refuse the same
+runner built without the boost. A boost registered without a ``verify()``, an
+entry in :data:`OPTIONS` or an entry in :data:`FACTS` fails here.
 """
+from __future__ import annotations
+
 import pytest
 from mmengine.config import Config
 
-from bevboost.boosts import BoostCard, apply_boosts, available_boosts, get_boost, parse_variant
+from bevboost.boosts import (Boost, BoostCard, BoostNotInEffect, apply_boosts,
+                             available_boosts, get_boost, parse_variant,
+                             train_pipeline_transforms)
+from bevboost.runner_utils import runner_from_cfg
 from bevboost.testing.toy import toy_config
-from tests.engine.runner_helpers import run_toy
 
 BOOSTS = sorted(available_boosts())
+#: the boosts that need the camera model (the rest train the toy regressor)
+CAMERA_BOOSTS = {'fast-decode', 'dali', 'shm'}
+#: options each boost trains with (a boost that needs a value gets one)
+OPTIONS = {
+    'amp': dict(dtype='bf16'),
+    'accum': dict(counts=2),
+    'lr-scale': dict(reference_batch=16),
+    'measure': dict(warmup_iters=1),
+    'profile': dict(active=1),
+    'fast-decode': {},
+    'dali': {},
+    'shm': dict(slots=3),
+}
+
+
+def _hook_types(runner) -> set[str]:
+    return {type(h).__name__ for h in runner.hooks}
+
+
+def _loader_transforms(runner) -> list:
+    return [t for t in train_pipeline_transforms(runner)
+            if type(t).__name__ == 'FastLoadMultiViewImageFromFiles']
+
+
+#: the observable effect of each boost, read directly off the trained runner
+FACTS = {
+    'amp': lambda r: (type(r.optim_wrapper).__name__ == 'BoostAmpOptimWrapper'
+                      and str(r.optim_wrapper.cast_dtype) == 'torch.bfloat16'
+                      and 'OptimizerStepSchedulerHook' in _hook_types(r)),
+    'accum': lambda r: (r.optim_wrapper._accumulative_counts == 2
+                        and r.train_dataloader.batch_size == 4  # toy batch 8 / 2
+                        and {'OptimizerStepSchedulerHook', 'AccumulationHook'} <= _hook_types(r)),
+    'lr-scale': lambda r: r.optim_wrapper.optimizer.defaults['lr'] == pytest.approx(0.1 * 8 / 16),
+    'measure': lambda r: 'StallMonitorHook' in _hook_types(r),
+    'profile': lambda r: 'TorchProfilerHook' in _hook_types(r),
+    'fast-decode': lambda r: (bool(_loader_transforms(r))
+                              and _loader_transforms(r)[0].final_dim == (32, 88)),
+    'dali': lambda r: bool(_loader_transforms(r)) and _loader_transforms(r)[0].backend == 'dali',
+    'shm': lambda r: (type(r.train_dataloader).__name__ == 'ShmRingLoader'
+                      and r.train_dataloader.slots == 3),
+}
+
+
+@pytest.fixture(scope='module')
+def camera_sources(tmp_path_factory):
+    """A camera config with the stock loader + resize, and one with the user's own loader."""
+    import sys
+    from pathlib import Path
+
+    from bevboost.data.synth import synthesize_nuscenes
+    from tests.dropin.test_dropin import PLAIN_CAMERA, PLAIN_CAMERA_OWN_LOADER
+    here = str(Path(__file__).resolve().parent / 'dropin')
+    if here not in sys.path:
+        sys.path.insert(0, here)  # the configs import ``plainmodels``
+    root = str(synthesize_nuscenes(tmp_path_factory.mktemp('contract_nus'), scenes=2,
+                                   samples_per_scene=2, image_size=(128, 352),
+                                   lidar_sweeps=0)) + '/'
+    return {'stock': PLAIN_CAMERA.format(root=root),
+            'own': PLAIN_CAMERA_OWN_LOADER.format(root=root)}
+
+
+def _config(name: str, work_dir: str, camera_sources) -> Config:
+    if name not in CAMERA_BOOSTS:
+        return Config(toy_config(work_dir, max_iters=4))
+    # shm needs a loader it can build without mmdet3d; fast-decode/dali replace the stock one
+    text = camera_sources['own' if name == 'shm' else 'stock']
+    cfg = Config.fromstring(text, '.py')
+    cfg.work_dir = work_dir
+    return cfg
+
+
+def _train(cfg: Config):
+    runner = runner_from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+@pytest.fixture(scope='module')
+def baselines(tmp_path_factory, camera_sources):
+    """The toy and the own-loader camera model trained without any boost."""
+    toy = _train(Config(toy_config(str(tmp_path_factory.mktemp('base_toy')), max_iters=2)))
+    cam = Config.fromstring(camera_sources['own'], '.py')
+    cam.work_dir = str(tmp_path_factory.mktemp('base_cam'))
+    return {'toy': toy, 'camera': _train(cam)}
 
 
 def test_builtin_boosts_are_registered():
-    assert {'amp', 'accum', 'lr-scale'} <= set(BOOSTS)
+    assert {'amp', 'accum', 'lr-scale', 'measure', 'profile', 'fast-decode', 'shm'} <= set(BOOSTS)
 
 
 @pytest.mark.parametrize('name', BOOSTS)
@@ -30,19 +123,30 @@ def test_card_is_well_formed(name):
 
 
 @pytest.mark.parametrize('name', BOOSTS)
-def test_boost_trains_toy_or_refuses_clearly(name, tmp_path):
-    options = {'lr-scale': dict(reference_batch=16)}.get(name, {})
+def test_boost_trains_and_is_verified_on_the_built_runner(name, tmp_path, camera_sources,
+                                                          baselines):
     boost = get_boost(name)
+    assert type(boost).verify is not Boost.verify, \
+        f'boost {name!r} has no verify(): the contract needs one'
+    assert name in OPTIONS and name in FACTS, \
+        f'boost {name!r}: add the options it trains with to OPTIONS and its effect to FACTS'
     if boost.unavailable_reason():
         pytest.skip(boost.unavailable_reason())
-    try:
-        apply_boosts(Config(toy_config(str(tmp_path))), {name: options})
-    except ValueError as exc:
-        assert str(exc)  # refused with a message (e.g. no camera pipeline to replace)
-        return
-    runner, rec = run_toy(tmp_path, boosts={name: options}, max_iters=6)
-    assert runner.iter == runner.train_loop.max_iters
-    assert rec.lrs, 'no optimizer step was taken'
+    options = OPTIONS[name]
+    cfg = apply_boosts(_config(name, str(tmp_path), camera_sources), {name: options})
+    assert 'bevboost' in cfg.custom_imports['imports']
+    runner = _train(cfg)
+    assert runner.iter == runner.train_loop.max_iters > 0
+
+    verdict = boost.verify(runner, **options)
+    assert isinstance(verdict, str) and verdict
+    report = next(h for h in runner.hooks if type(h).__name__ == 'BoostReportHook')
+    assert report.verdicts == [f'{name}: {verdict}']  # logged at start, same verdict
+    assert FACTS[name](runner), f'{name}: effect not found on the runner ({verdict})'
+    # and verify refuses the same model trained without the boost
+    plain = baselines['camera' if name in CAMERA_BOOSTS else 'toy']
+    with pytest.raises(BoostNotInEffect):
+        boost.verify(plain, **options)
 
 
 def test_unknown_boost_lists_known():
@@ -58,8 +162,31 @@ def test_value_for_boost_without_option():
         parse_variant(f'{no_value[0]}=3')
 
 
+@pytest.mark.parametrize('spec, expected', [
+    ('accum=2:per_gpu_batch=1', ('accum', {'counts': '2', 'per_gpu_batch': 1})),
+    ('lr-scale:reference_batch=16:rule=sqrt',
+     ('lr-scale', {'reference_batch': 16, 'rule': 'sqrt'})),
+    ("amp=fp16:fp32_modules=['DepthLSSTransform']",
+     ('amp', {'dtype': 'fp16', 'fp32_modules': ['DepthLSSTransform']})),
+])
+def test_variant_options(spec, expected):
+    assert parse_variant(spec) == expected
+
+
+@pytest.mark.parametrize('spec, needle', [
+    ('accum=2:per_gpu_batch', "'per_gpu_batch'"),
+    ('accum=2:=1', "'=1'"),
+    ('accum=2:per_gpu_batch=1:per_gpu_batch=2', "'per_gpu_batch' given twice"),
+])
+def test_bad_variant_options_name_the_option(spec, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse_variant(spec)
+
+
 def test_config_fragment_key_is_applied_and_removed(tmp_path):
     cfg = Config(toy_config(str(tmp_path), bevboost_boosts=dict(amp=dict(dtype='bf16'))))
     boosted = apply_boosts(cfg)
     assert boosted.optim_wrapper.type == 'BoostAmpOptimWrapper'
     assert 'bevboost_boosts' not in boosted and boosted.bevboost_applied == ['amp']
+    hook = next(h for h in boosted.custom_hooks if h['type'] == 'BoostReportHook')
+    assert hook['boosts'] == {'amp': {'dtype': 'bf16'}}
