@@ -137,3 +137,95 @@ def test_schedule_lint_catches_short_cosine():
     assert lint_schedule(cfg) == []
     cfg.param_scheduler[0].update(T_max=20, end=20)
     assert any('constant LR' in w for w in lint_schedule(cfg))
+
+
+def _inheriting_config(tmp_path, own: str = '') -> str:
+    """A config whose schedule (LR, auto_scale_lr) comes from a ``_base_`` file."""
+    base = tmp_path / 'lidar_schedule.py'
+    base.write_text("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', "
+                    "lr=1e-4))\nauto_scale_lr = dict(enable=False, base_batch_size=32)\n")
+    model = TOY_CONFIG.split('optim_wrapper')[0]  # the toy without its own schedule
+    cfg = tmp_path / 'model.py'
+    cfg.write_text("_base_ = ['./lidar_schedule.py']\n" + model + own)
+    return str(cfg)
+
+
+def test_plan_names_the_base_file_the_reference_came_from(tmp_path, capsys):
+    cfg = _inheriting_config(tmp_path)
+    code, out, _ = run_cli(capsys, 'plan', '--config', cfg, '--gpus', '2', '--max-per-gpu', '2')
+    assert code == 0
+    base = str(tmp_path / 'lidar_schedule.py')
+    assert f'batch 32 (from auto_scale_lr.base_batch_size in {base})' in out
+    assert f'lr 0.0001 (from optim_wrapper.optimizer.lr in {base})' in out
+    assert f'warning: the reference base_batch_size 32 is inherited from {base}' in out
+    assert f'warning: the reference lr 0.0001 is inherited from {base}' in out
+
+
+def test_plan_prefers_the_configs_bevboost_recipe_and_does_not_warn(tmp_path, capsys):
+    cfg = _inheriting_config(
+        tmp_path, own='bevboost_recipe = dict(reference_batch=8, reference_lr=2e-4)\n')
+    code, out, _ = run_cli(capsys, 'plan', '--config', cfg, '--gpus', '2', '--max-per-gpu', '2',
+                           '--json')
+    assert code == 0
+    result = json.loads(out)
+    assert result['reference_batch'] == 8 and result['reference_lr'] == pytest.approx(2e-4)
+    assert result['reference_source'] == {
+        'batch': f'bevboost_recipe.reference_batch in {cfg}',
+        'lr': f'bevboost_recipe.reference_lr in {cfg}'}
+    assert not [w for w in result['warnings'] if 'inherited' in w]
+    assert result['per_gpu_batch'] == 2 and result['accumulative_counts'] == 2
+
+
+def test_plan_command_line_reference_wins(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, 'plan', '--config', _inheriting_config(tmp_path),
+                           '--reference', '8x1', '--lr', '2e-4', '--gpus', '2',
+                           '--max-per-gpu', '2')
+    assert code == 0
+    assert 'batch 8 (from --reference), lr 0.0002 (from --lr)' in out
+    assert 'inherited' not in out
+
+
+@pytest.mark.parametrize('path, batch, gpus, per_gpu', [
+    ('configs/petrv2/petrv2_vov99_gridmask_800x320_8xb1-24e_nus.py', 8, 8, 1),
+    ('configs/bevfusion/bevfusion_lidar-cam_voxel0075_swint_256x704_8xb4-6e_nus.py', 32, 8, 4),
+    ('configs/bevfusion/bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus.py',
+     32, 8, 4),
+])
+def test_bundled_configs_carry_their_published_reference(path, batch, gpus, per_gpu):
+    from pathlib import Path
+
+    from bevboost.planning import BATCH_KEYS, reference_with_source
+    full = Path(__file__).resolve().parents[2] / path
+    cfg = Config.fromfile(str(full), import_custom_modules=False)
+    recipe = cfg.bevboost_recipe
+    assert (recipe.reference_batch, recipe.gpus, recipe.per_gpu_batch) == (batch, gpus, per_gpu)
+    assert recipe.gpus * recipe.per_gpu_batch == recipe.reference_batch
+    value, source, warning = reference_with_source(cfg, BATCH_KEYS)
+    assert value == batch and source.startswith('bevboost_recipe.') and warning is None
+
+
+def test_planned_config_imports_bevboost_and_reports_its_boosts(tmp_path, capsys):
+    src, out = tmp_path / 'ref.py', tmp_path / 'planned.py'
+    src.write_text(TOY_CONFIG.replace("imports=['bevboost', 'bevboost.testing.toy']",
+                                      "imports=['bevboost.testing.toy']"))
+    assert run_cli(capsys, 'plan', '--config', str(src), '--gpus', '4', '--max-per-gpu', '3',
+                   '--out', str(out))[0] == 0
+    new = Config.fromfile(str(out))
+    assert new.custom_imports.imports == ['bevboost.testing.toy', 'bevboost']
+    report = [h for h in new.custom_hooks if h.type == 'BoostReportHook']
+    assert report and report[0].boosts == {'accum': {'counts': 4, 'per_gpu_batch': 2}}
+
+
+def test_train_takes_boost_options(tmp_path, capsys):
+    src = tmp_path / 'toy.py'
+    src.write_text(TOY_CONFIG.replace('max_iters=500, val_interval=100',
+                                      'max_iters=2, val_interval=100')
+                   + "log_level = 'WARNING'\n")
+    code = main(['train', str(src), '--work-dir', str(tmp_path / 'work'),
+                 '--with', 'accum=4:per_gpu_batch=1'])
+    assert code == 0
+    logs = list((tmp_path / 'work').glob('*/vis_data/config.py'))
+    assert logs, 'no run'
+    run_cfg = Config.fromfile(str(logs[0]))
+    assert run_cfg.optim_wrapper.accumulative_counts == 4
+    assert run_cfg.train_dataloader.batch_size == 1 and run_cfg.train_cfg.max_iters == 2 * 4
