@@ -268,3 +268,16 @@ class AccumulationBoost(Boost):
         if 'counts' not in options:
             raise ValueError("boost 'accum' needs the number of micro-batches per step: accum=4")
         apply_accumulation(cfg, **options)
+
+    def verify(self, runner, counts=None, per_gpu_batch=None, **options) -> str:
+        from bevboost.boosts import BoostNotInEffect, require_hook
+        actual = getattr(runner.optim_wrapper, '_accumulative_counts', None)
+        if counts is not None and actual != int(counts):
+            raise BoostNotInEffect(f'optimizer wrapper accumulates {actual}, asked {counts}')
+        batch = getattr(runner.train_dataloader, 'batch_size', None)
+        if per_gpu_batch is not None and batch != int(per_gpu_batch):
+            raise BoostNotInEffect(f'train dataloader batch is {batch}, asked {per_gpu_batch}')
+        require_hook(runner, 'OptimizerStepSchedulerHook')
+        require_hook(runner, 'AccumulationHook')
+        return (f'accumulative_counts={actual} x per-GPU batch {batch}, '
+                'OptimizerStepSchedulerHook + AccumulationHook')

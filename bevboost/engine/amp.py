@@ -197,3 +197,19 @@ class AmpBoost(Boost):
 
     def apply(self, cfg, **options) -> None:
         apply_amp(cfg, **options)
+
+    def verify(self, runner, dtype='auto', **options) -> str:
+        from bevboost.boosts import BoostNotInEffect, require_hook
+        wrapper = runner.optim_wrapper
+        if not isinstance(wrapper, BoostAmpOptimWrapper):
+            raise BoostNotInEffect(f'optimizer wrapper is {type(wrapper).__name__}, '
+                                   'not BoostAmpOptimWrapper')
+        if isinstance(dtype, str) and dtype.lower() != 'auto':
+            wanted = resolve_dtype(dtype, wrapper.device_type)
+            if wrapper.cast_dtype != wanted:
+                raise BoostNotInEffect(f'autocast dtype is {wrapper.cast_dtype}, asked {wanted}')
+        require_hook(runner, 'OptimizerStepSchedulerHook')
+        scaling = 'dynamic loss scale' if wrapper.loss_scaler.is_enabled() else 'no loss scaling'
+        fp32 = f', fp32 {list(wrapper.fp32_modules)}' if wrapper.fp32_modules else ''
+        return (f'{type(wrapper).__name__} {str(wrapper.cast_dtype).replace("torch.", "")} '
+                f'on {wrapper.device_type}, {scaling}{fp32}, OptimizerStepSchedulerHook')

@@ -104,3 +104,16 @@ class LRScalingBoost(Boost):
         if 'reference_batch' in options:
             options['reference_batch'] = int(options['reference_batch'])
         apply_lr_scaling(cfg, **options)
+
+    def verify(self, runner, **options) -> str:
+        from bevboost.boosts import BoostNotInEffect
+        wrapper = runner.optim_wrapper
+        info = getattr(wrapper, 'lr_scaling_info', None)
+        if info is None:
+            raise BoostNotInEffect(f'{type(wrapper).__name__} was not built by '
+                                   'RecipeLRScalingConstructor')
+        built_lr = wrapper.optimizer.defaults.get('lr')
+        if built_lr is None or abs(built_lr - info['lr']) > 1e-12 * max(1.0, abs(info['lr'])):
+            raise BoostNotInEffect(f"optimizer lr {built_lr!r} is not the scaled {info['lr']!r}")
+        return (f"lr {info['base_lr']:.4g} -> {built_lr:.4g} ({info['rule']} rule, reference "
+                f"batch {info['reference_batch']} -> effective {info['effective_batch']})")
