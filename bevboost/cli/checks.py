@@ -1,8 +1,8 @@
 """Argument checks shared by the subcommands: bad input fails before any work starts.
 
-A check either is an argparse ``type=`` (raising ``ArgumentTypeError``, which
-argparse prefixes with the argument name) or a function raising ``ValueError``
-/ ``FileNotFoundError`` whose message names the argument and the value.
+A check is a function raising ``ValueError`` / ``FileNotFoundError`` whose
+message names the argument and the value (``--cfg-options`` is checked by its
+argparse action, as argparse checks types and choices).
 ``bevboost.cli.main`` turns both into one stderr line and exit status 2.
 Limits are generous: they catch typos (``--lr 1e30``, a batch of 1e20), not
 unusual but real setups.
@@ -24,7 +24,7 @@ CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 
 
 def int_range(low: int, high: int = MAX_COUNT) -> Callable[[str], int]:
-    """argparse type: an integer in ``[low, high]``."""
+    """argparse type: an integer in ``[low, high]`` (its error is argparse's, exit 2)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -54,14 +54,17 @@ def positive_float(high: float = math.inf) -> Callable[[str], float]:
     return parse
 
 
-#: argparse type for a learning rate
-lr_value = positive_float(MAX_LR)
-
-
 def check_range(value: int | None, what: str, low: int = 1, high: int = MAX_COUNT) -> None:
     """``ValueError`` unless ``value`` (None: not given) is an int in ``[low, high]``."""
     if value is not None and not low <= value <= high:
         raise ValueError(f'{what} must be an integer in [{low}, {high}], got {value!r}')
+
+
+def check_seconds(value: float | None, what: str, high: float = 7 * 24 * 3600.0) -> None:
+    """``ValueError`` unless ``value`` (None: not given) is finite, > 0 and <= ``high``."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= high):
+        raise ValueError(f'{what} must be a finite number of seconds > 0 and <= {high:g}, '
+                         f'got {value!r}')
 
 
 def check_lr(lr: float | None, what: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bevboost.cli.checks import check_empty_dir, int_range
+from bevboost.cli import checks
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -13,14 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth = sub.add_parser(
         'synth', help='write a synthetic nuScenes-style data set (images, LiDAR, tables, infos)')
     synth.add_argument('out', help='output data root (absent or empty, else --force)')
-    synth.add_argument('--scenes', type=int_range(1, 1000), default=2,
-                       help='number of scenes (default 2)')
-    synth.add_argument('--samples-per-scene', type=int_range(1, 1000), default=8,
+    synth.add_argument('--scenes', type=int, default=2, help='number of scenes (default 2)')
+    synth.add_argument('--samples-per-scene', type=int, default=8,
                        help='keyframes per scene, 0.5 s apart (default 8)')
-    synth.add_argument('--seed', type=int_range(0, 2**32 - 1), default=0)
-    synth.add_argument('--image-size', type=int_range(32, 8192), nargs=2, default=(900, 1600),
+    synth.add_argument('--seed', type=int, default=0)
+    synth.add_argument('--image-size', type=int, nargs=2, default=(900, 1600),
                        metavar=('H', 'W'), help='camera image size, even (default 900 1600)')
-    synth.add_argument('--lidar-sweeps', type=int_range(0, 100), default=2,
+    synth.add_argument('--lidar-sweeps', type=int, default=2,
                        help='LiDAR sweeps per keyframe (default 2)')
     synth.add_argument('--force', action='store_true',
                        help='write into a non-empty OUT, overwriting files of the same names')
@@ -29,12 +28,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=run)
 
 
+def _check_synth_args(args: argparse.Namespace) -> None:
+    """Every value in range and OUT absent or empty (else ``--force``): before writing."""
+    for what, value, low, high in (('--scenes', args.scenes, 1, 1000),
+                                   ('--samples-per-scene', args.samples_per_scene, 1, 1000),
+                                   ('--seed', args.seed, 0, 2**32 - 1),
+                                   ('--lidar-sweeps', args.lidar_sweeps, 0, 100)):
+        checks.check_range(value, what, low, high)
+    size = ' '.join(map(str, args.image_size))
+    if any(v % 2 or not 32 <= v <= 8192 for v in args.image_size):
+        raise ValueError(f'--image-size must be two even integers in [32, 8192], got {size}')
+    checks.check_empty_dir(args.out, force=args.force, what='OUT')
+
+
 def run(args: argparse.Namespace) -> int:
     from bevboost.data.synth import synthesize_nuscenes
 
-    check_empty_dir(args.out, force=args.force, what='OUT')
-    if any(v % 2 for v in args.image_size):
-        raise ValueError(f'--image-size must be even, got {" ".join(map(str, args.image_size))}')
+    _check_synth_args(args)
     bar = None
     progress = None
     if not args.no_progress:
