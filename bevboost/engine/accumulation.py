@@ -7,17 +7,17 @@ fixed here:
 
 * :class:`OptimizerStepSchedulerHook` replaces ``ParamSchedulerHook``:
   iteration-based schedulers step once per *applied optimizer step*, not per
-  micro-batch (open-mmlab/mmengine#1308) and not on fp16-overflow skips.
-  Schedulers converted from epochs (``convert_to_iter_based``) are rescaled
-  from micro-batches to optimizer steps before training starts.
-* :class:`AccumulationHook` saves a partly accumulated window's gradients in
-  the checkpoint so a resume mid-window continues exactly, and reports
+  micro-batch (open-mmlab/mmengine#1308) and not on skipped steps; schedulers
+  are built in optimizer steps and windows close at epoch ends
+  (:mod:`bevboost.engine.scheduler_steps`).
+* :class:`AccumulationHook` saves the split and a partly accumulated window's
+  gradients in the checkpoint so a resume continues exactly, re-splits or
+  refuses (:mod:`bevboost.engine.accumulation_resume`), and reports
   BatchNorm layers, whose statistics accumulation cannot make large-batch.
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Iterator
 
 import torch
@@ -27,12 +27,13 @@ from mmengine.registry import HOOKS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bevboost.boosts import Boost, BoostCard, add_custom_hook, config_entry, register_boost
+from bevboost.engine.accumulation_resume import (CKPT_KEY, accumulation_state, plan_resume,
+                                                 restore_grads)
+from bevboost.engine.scheduler_steps import (accumulative_counts, build_in_optimizer_steps,
+                                             check_schedulers_exact, is_epoch_based,
+                                             start_epoch_window)
 
 logger = logging.getLogger(__name__)
-
-#: attributes that ``build_iter_from_epoch`` multiplies by the epoch length
-_EPOCH_SCALED_ATTRS = ('begin', 'end', 'T_max', 'step_size', 'total_steps')
-_CKPT_KEY = 'bevboost_accumulation'
 
 
 def _wrapper_groups(runner) -> Iterator[tuple[OptimWrapper, list]]:
@@ -58,23 +59,28 @@ class OptimizerStepSchedulerHook(ParamSchedulerHook):
 
     Use it in place of mmengine's default:
     ``default_hooks = dict(param_scheduler=dict(type='OptimizerStepSchedulerHook'))``.
+    Under accumulation it also rebuilds the schedulers in optimizer steps and
+    closes accumulation windows at epoch ends
+    (:mod:`bevboost.engine.scheduler_steps`).
+
+    Args:
+        trusted_schedulers: scheduler type names outside the kit's checked set
+            that the user vouches for under accumulation.
     """
 
     priority = 'LOW'
 
-    def __init__(self) -> None:
+    def __init__(self, trusted_schedulers: tuple[str, ...] = ()) -> None:
+        self.trusted_schedulers = tuple(trusted_schedulers)
         self._steps_before: dict[int, int | None] = {}
 
     def before_run(self, runner) -> None:
         # Runs after schedulers are built and before a resume loads their state.
-        counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
-        cfg_list = runner.cfg.get('param_scheduler')
-        if counts <= 1 or not isinstance(cfg_list, (list, tuple)) or \
-                not isinstance(runner.param_schedulers, list):
-            return
-        for sched_cfg, scheduler in zip(cfg_list, runner.param_schedulers):
-            if sched_cfg.get('convert_to_iter_based', False):
-                rescale_scheduler(scheduler, 1.0 / counts)
+        build_in_optimizer_steps(runner, self.trusted_schedulers)
+
+    def before_train_epoch(self, runner) -> None:
+        if is_epoch_based(runner) and accumulative_counts(runner.optim_wrapper) > 1:
+            start_epoch_window(runner.optim_wrapper, len(runner.train_dataloader))
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._steps_before = {id(w): _applied_steps(w) for w, _ in _wrapper_groups(runner)}
@@ -92,25 +98,13 @@ class OptimizerStepSchedulerHook(ParamSchedulerHook):
                         scheduler.step()
 
 
-def rescale_scheduler(scheduler, factor: float) -> None:
-    """Multiply a built scheduler's iteration bounds by ``factor`` (rounded)."""
-    for attr in _EPOCH_SCALED_ATTRS:
-        value = getattr(scheduler, attr, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1e12:
-            setattr(scheduler, attr, int(round(value * factor)))
-    milestones = getattr(scheduler, 'milestones', None)
-    if isinstance(milestones, Counter):
-        scheduler.milestones = Counter({int(round(k * factor)): v for k, v in milestones.items()})
-    periods = getattr(scheduler, 'periods', None)
-    if isinstance(periods, list):
-        scheduler.periods = [int(round(p * factor)) for p in periods]
-        scheduler.cumulative_periods = [sum(scheduler.periods[:i + 1])
-                                        for i in range(len(scheduler.periods))]
-
-
 @HOOKS.register_module()
 class AccumulationHook(Hook):
-    """Checkpoint a partly accumulated window and report BatchNorm layers."""
+    """Checkpoint the accumulation split and a partly accumulated window; report BatchNorm.
+
+    Resume with the same split continues a window exactly; with another split
+    it re-splits or refuses (:mod:`bevboost.engine.accumulation_resume`).
+    """
 
     priority = 'NORMAL'
 
@@ -118,46 +112,38 @@ class AccumulationHook(Hook):
         self._pending_grads: dict[str, torch.Tensor] | None = None
         self._bn_checked = False
 
+    def before_run(self, runner) -> None:
+        hook_types = [type(h).__name__ for h in runner.hooks]
+        if accumulative_counts(runner.optim_wrapper) > 1 and \
+                'OptimizerStepSchedulerHook' not in hook_types:
+            raise ValueError('gradient accumulation needs default_hooks.param_scheduler = '
+                             "dict(type='OptimizerStepSchedulerHook'); with mmengine's "
+                             'ParamSchedulerHook schedulers advance per micro-batch')
+
     def before_train(self, runner) -> None:
-        wrapper = runner.optim_wrapper
-        counts = getattr(wrapper, '_accumulative_counts', 1)
-        batch = runner.cfg.train_dataloader.get('batch_size')
+        counts = accumulative_counts(runner.optim_wrapper)
+        batch = runner.train_dataloader.batch_size
         logger.info('gradient accumulation: %d micro-batches of %s per GPU x %d GPUs '
                     '= effective batch %s', counts, batch, runner.world_size,
                     batch * counts * runner.world_size if batch else '?')
         if self._pending_grads is not None:
-            model = getattr(runner.model, 'module', runner.model)
-            params = dict(model.named_parameters())
-            for name, grad in self._pending_grads.items():
-                params[name].grad = grad.to(params[name].device)
-            logger.info('restored %d partly accumulated gradients from the checkpoint',
-                        len(self._pending_grads))
+            restore_grads(runner, self._pending_grads)
             self._pending_grads = None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self._bn_checked:  # after the first iteration: model.train() has run
             self._bn_checked = True
-            report_batch_norm(runner.model, getattr(runner.optim_wrapper, '_accumulative_counts', 1))
+            report_batch_norm(runner.model, accumulative_counts(runner.optim_wrapper))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        wrapper = runner.optim_wrapper
-        counts = getattr(wrapper, '_accumulative_counts', 1)
-        if counts <= 1 or wrapper._inner_count % counts == 0:
-            return
-        if runner.world_size > 1:
-            logger.warning('checkpoint saved mid-accumulation under DDP: only rank 0 gradients '
-                           'are kept; save on window boundaries (interval multiple of %d)', counts)
-        model = getattr(runner.model, 'module', runner.model)
-        checkpoint[_CKPT_KEY] = {
-            'inner_count': wrapper._inner_count,
-            'grads': {n: p.grad.detach().cpu().clone()
-                      for n, p in model.named_parameters() if p.grad is not None},
-        }
+        checkpoint[CKPT_KEY] = accumulation_state(
+            runner, accumulative_counts(runner.optim_wrapper), is_epoch_based(runner))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = checkpoint.get(_CKPT_KEY)
-        if state:
-            self._pending_grads = state['grads']
+        if not runner.cfg.get('resume', False):  # load_from: weights only
+            return
+        self._pending_grads = plan_resume(
+            runner, checkpoint, accumulative_counts(runner.optim_wrapper), is_epoch_based(runner))
 
 
 def report_batch_norm(model: torch.nn.Module, counts: int) -> list[str]:
@@ -181,7 +167,10 @@ def use_optimizer_step_scheduler_hook(cfg) -> None:
     if current not in ('ParamSchedulerHook', 'OptimizerStepSchedulerHook'):
         raise ValueError(f'default_hooks.param_scheduler is a custom {current!r}; '
                          'cannot replace it with OptimizerStepSchedulerHook')
+    trusted = (hooks.get('param_scheduler') or {}).get('trusted_schedulers')
     hooks['param_scheduler'] = dict(type='OptimizerStepSchedulerHook')
+    if trusted:
+        hooks['param_scheduler']['trusted_schedulers'] = list(trusted)
 
 
 def _is_iter_based(cfg) -> bool:
@@ -241,6 +230,10 @@ def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None,
                 f'per-GPU batch {old_batch} x accumulation {old_counts} is not divisible by '
                 f'accumulation {counts}; pass per_gpu_batch or use `bevboost plan`')
         per_gpu_batch = old_batch * old_counts // counts
+    if counts > 1:  # refuse at start, naming the scheduler, rather than run it wrong
+        trusted = ((cfg.get('default_hooks') or {}).get('param_scheduler') or {}).get(
+            'trusted_schedulers', ())
+        check_schedulers_exact(cfg.get('param_scheduler'), trusted)
     wrapper['accumulative_counts'] = counts
     cfg.train_dataloader['batch_size'] = per_gpu_batch
     if scale_loop and old_batch * old_counts == per_gpu_batch * counts:

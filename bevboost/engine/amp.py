@@ -1,46 +1,67 @@
 """Mixed precision that also works on CPU and shows what the loss scaler does.
 
-Builds on mmengine's :class:`AmpOptimWrapper` (its ``backward``, ``step``,
-``state_dict`` and gradient-accumulation context are reused) and fixes what
-it gets wrong for BEV training:
+Builds on mmengine's :class:`AmpOptimWrapper` (same arguments in the same
+order, same checkpoint layout, its accumulation context) and fixes what it
+gets wrong for BEV training:
 
 * it refuses to build without a GPU: here bf16 (and fp16, for tests) run on
   CPU through ``torch.autocast('cpu')`` and ``torch.amp.GradScaler('cpu')``;
 * it logs neither the loss scale nor skipped steps: ``train/loss_scale`` and
   ``train/skipped_steps`` go to the message hub, so LoggerHook prints them at
   every logging interval;
-* schedulers advance on skipped (overflow) steps: :attr:`applied_steps` counts
-  only steps that changed the weights, and
+* schedulers advance on skipped steps: :attr:`applied_steps` counts only steps
+  that changed the weights (the scaler's found-inf result, for dynamic, static
+  and dict loss scales), and
   :class:`~bevboost.engine.accumulation.OptimizerStepSchedulerHook` steps
   iteration-based schedulers only when it grows;
-* persistent overflow (the scale collapsing) is reported loudly;
+* bf16 has no scaler and nothing stops a NaN step: the non-finite guard
+  (:mod:`bevboost.engine.nonfinite`) skips it, in every precision; a loss
+  scale that falls below ``min_loss_scale`` stops training;
+* a bf16 checkpoint stored an empty scaler state that fp16 could not load:
+  the scaler state is stored only when a scaler runs, and loads across
+  precisions and from/into mmengine's ``AmpOptimWrapper``/``OptimWrapper``;
 * ``fp32_modules`` run numerically sensitive modules in float32.
 """
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Literal, Sequence
+from typing import Literal, Sequence, Union
 
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from bevboost.boosts import Boost, BoostCard, register_boost
+from bevboost.boosts import Boost, BoostCard, add_custom_hook, register_boost
 from bevboost.engine.fp32_guards import install_fp32_guards
+from bevboost.engine.nonfinite import NonFiniteGuard, NonFiniteTrainingError, check_lr_finite
 
 logger = logging.getLogger(__name__)
 
-AmpDtype = Literal['auto', 'float16', 'bfloat16']
+AmpDtype = Union[Literal['auto', 'float16', 'bfloat16', 'float32', 'float64'], torch.dtype, None]
 _DTYPE_ALIASES = {'fp16': 'float16', 'float16': 'float16', 'half': 'float16',
-                  'bf16': 'bfloat16', 'bfloat16': 'bfloat16', 'auto': 'auto'}
+                  'bf16': 'bfloat16', 'bfloat16': 'bfloat16', 'auto': 'auto',
+                  'fp32': 'float32', 'float32': 'float32', 'float64': 'float64'}
+_TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def resolve_dtype(dtype: str, device_type: str) -> torch.dtype:
-    """``'auto'`` is bf16 where the device supports it, else fp16 (CUDA only)."""
+def resolve_dtype(dtype: AmpDtype, device_type: str) -> torch.dtype:
+    """Autocast dtype from what ``AmpOptimWrapper`` accepts, plus the kit's aliases.
+
+    ``None`` is the device's autocast default (CUDA: float16, CPU: bfloat16),
+    as in mmengine; ``'auto'`` is bf16 where the device supports it, else fp16.
+    ``float32``/``float64`` switch autocast off (full precision).
+    """
+    if dtype is None:
+        return torch.float16 if device_type == 'cuda' else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _TORCH_DTYPES:
+            raise ValueError(f'dtype must be one of {_TORCH_DTYPES}, got {dtype}')
+        return dtype
     if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
-        raise ValueError(f'dtype must be one of {sorted(_DTYPE_ALIASES)}, got {dtype!r}')
+        raise ValueError(f'dtype must be one of {sorted(_DTYPE_ALIASES)}, a torch.dtype or None, '
+                         f'got {dtype!r}')
     name = _DTYPE_ALIASES[dtype.lower()]
     if name == 'auto':
         bf16_ok = device_type == 'cpu' or torch.cuda.is_bf16_supported()
@@ -48,26 +69,62 @@ def resolve_dtype(dtype: str, device_type: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def scaler_found_inf(scaler, optimizer) -> bool:
+    """Whether the scaler's last unscale found inf/NaN (read before ``update()`` resets it).
+
+    ``GradScaler._found_inf_per_device`` is torch-internal; this is the one
+    place the kit reads it (tests/engine/test_amp_contract.py checks it).
+    """
+    return any(bool(v.item()) for v in scaler._found_inf_per_device(optimizer).values())
+
+
+def _make_scaler(loss_scale, device_type: str, enabled: bool, use_fsdp: bool):
+    """(GradScaler, static scale or None) from ``AmpOptimWrapper``'s ``loss_scale`` forms."""
+    if use_fsdp:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        scaler_cls = ShardedGradScaler
+    else:
+        scaler_cls = torch.amp.GradScaler
+    static = None
+    if loss_scale == 'dynamic':
+        kwargs: dict = {}
+    elif isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool):
+        kwargs = {'init_scale': float(loss_scale)}
+        static = float(loss_scale)  # update() keeps it fixed, as in mmengine
+    elif isinstance(loss_scale, dict):
+        kwargs = dict(loss_scale)
+    else:
+        raise TypeError(f"loss_scale must be 'dynamic', a number or a dict, got {loss_scale!r}")
+    return scaler_cls(device_type, enabled=enabled, **kwargs), static
+
+
 @OPTIM_WRAPPERS.register_module()
-class BoostAmpOptimWrapper(AmpOptimWrapper):
-    """AMP optimizer wrapper for CUDA and CPU with loss-scale monitoring.
+class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
+    """``AmpOptimWrapper`` for CUDA and CPU that counts and guards every step.
+
+    Takes what mmengine's ``AmpOptimWrapper`` takes, in its order, then the
+    kit's options.
 
     Args:
-        dtype: ``'float16'`` (dynamic loss scaling), ``'bfloat16'`` (no
-            scaling needed) or ``'auto'``.
-        loss_scale: ``'dynamic'``, an initial scale (float) or GradScaler kwargs.
+        loss_scale: ``'dynamic'``, a static scale (number) or GradScaler kwargs.
+        dtype: ``'float16'``, ``'bfloat16'``, ``'float32'``, ``'float64'``, a
+            ``torch.dtype``, ``None`` (the device's autocast default) or
+            ``'auto'`` (bf16 where supported). Only float16 uses the scaler.
+        use_fsdp: use ``ShardedGradScaler`` (FullyShardedDataParallel).
         fp32_modules: class names or qualified-name globs to run in float32.
         device_type: ``'cuda'`` or ``'cpu'``; default: CUDA when available.
-        overflow_warn_after: consecutive skipped steps after which overflow is
-            reported as an error in the log (a few at the start are normal
-            while the scale settles).
+        overflow_warn_after: consecutive fp16 overflows after which they are
+            logged as errors (a few at the start are normal while the scale settles).
+        max_consecutive_skips: skipped steps in a row that stop training.
+        min_loss_scale: the fp16 scale's floor; falling below it stops training.
         **kwargs: passed to :class:`mmengine.optim.OptimWrapper`
             (``optimizer``, ``accumulative_counts``, ``clip_grad``).
     """
 
-    def __init__(self, dtype: AmpDtype = 'auto', loss_scale='dynamic',
+    def __init__(self, loss_scale='dynamic', dtype: AmpDtype = None, use_fsdp: bool = False,
                  fp32_modules: Sequence[str] = (), device_type: str | None = None,
-                 overflow_warn_after: int = 20, **kwargs):
+                 overflow_warn_after: int = 20, max_consecutive_skips: int = 50,
+                 min_loss_scale: float = 1e-4, **kwargs):
         # AmpOptimWrapper.__init__ asserts a GPU; build the same state here.
         OptimWrapper.__init__(self, **kwargs)
         if device_type is None:
@@ -76,53 +133,72 @@ class BoostAmpOptimWrapper(AmpOptimWrapper):
             raise ValueError(f"device_type must be 'cuda' or 'cpu', got {device_type!r}")
         if device_type == 'cuda' and not torch.cuda.is_available():
             raise ValueError("device_type='cuda' but torch sees no CUDA device")
+        if not isinstance(use_fsdp, bool):
+            raise TypeError(f'use_fsdp must be True or False, got {use_fsdp!r}')
         if not isinstance(overflow_warn_after, int) or overflow_warn_after < 1:
             raise ValueError(f'overflow_warn_after must be a positive int, got {overflow_warn_after!r}')
+        self._init_guard(max_consecutive_skips)
         self.device_type = device_type
+        self.use_fsdp = use_fsdp
         self.cast_dtype = resolve_dtype(dtype, device_type)
         use_scaler = self.cast_dtype == torch.float16
-        self._scale_update_param = None
-        if loss_scale == 'dynamic':
-            scaler_kwargs: dict = {}
-        elif isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool):
-            scaler_kwargs = {'init_scale': float(loss_scale)}
-            self._scale_update_param = float(loss_scale)  # static scale, as in mmengine
-        elif isinstance(loss_scale, dict):
-            scaler_kwargs = dict(loss_scale)
-        else:
-            raise TypeError(f"loss_scale must be 'dynamic', a number or a dict, got {loss_scale!r}")
-        self.loss_scaler = torch.amp.GradScaler(device_type, enabled=use_scaler, **scaler_kwargs)
+        self.loss_scaler, self._scale_update_param = _make_scaler(
+            loss_scale, device_type, use_scaler, use_fsdp)
+        if use_scaler and not 0 <= min_loss_scale < self.loss_scaler.get_scale():
+            raise ValueError(f'min_loss_scale must be >= 0 and below the initial loss scale '
+                             f'{self.loss_scaler.get_scale()}, got {min_loss_scale!r}')
+        self.min_loss_scale = min_loss_scale
         if device_type == 'cpu' and use_scaler:
             logger.warning('fp16 autocast on CPU is slow and meant for testing; use bf16 on CPU')
         self.fp32_modules = list(fp32_modules)
         self.overflow_warn_after = overflow_warn_after
         self._guards_installed = not self.fp32_modules
-        self.applied_steps = 0
-        self.skipped_steps = 0
-        self.consecutive_skips = 0
 
     @property
     def loss_scale(self) -> float:
         return float(self.loss_scaler.get_scale()) if self.loss_scaler.is_enabled() else 1.0
 
     def step(self, **kwargs) -> None:
-        """Step through the scaler; count the step as applied or skipped."""
+        """Step through the scaler (fp16) or the guard; count the step as applied or skipped.
+
+        A skip is what the scaler found (inf/NaN in the unscaled gradients), for
+        dynamic, static and dict loss scales alike, never inferred from the scale.
+        """
+        if not self.loss_scaler.is_enabled():
+            self.message_hub.update_scalar('train/loss_scale', 1.0)
+            self._guarded_step(**kwargs)
+            return
+        check_lr_finite(self.optimizer)
+        losses = self._take_window_losses()
         scale_before = self.loss_scale
-        super().step(**kwargs)
-        # GradScaler lowers the scale exactly when it found inf/NaN and skipped.
-        skipped = self.loss_scaler.is_enabled() and self.loss_scale < scale_before
-        if skipped:
-            self.skipped_steps += 1
-            self.consecutive_skips += 1
-            self._report_overflow(scale_before)
+        if any(not bool(torch.isfinite(loss).all()) for loss in losses):
+            # skip before the scaler steps; back the scale off as an overflow would
+            new_scale = self._scale_update_param or \
+                scale_before * self.loss_scaler.get_backoff_factor()
+            self.loss_scaler.update(new_scale)
+            skipped = 'non-finite loss'
         else:
-            self.applied_steps += 1
-            self.consecutive_skips = 0
+            if self.clip_grad_kwargs:
+                self.loss_scaler.unscale_(self.optimizer)
+                self._clip_grad()
+            self.loss_scaler.step(self.optimizer, **kwargs)
+            found_inf = scaler_found_inf(self.loss_scaler, self.optimizer)
+            self.loss_scaler.update(self._scale_update_param)
+            skipped = 'non-finite gradients' if found_inf else None
         self.message_hub.update_scalar('train/loss_scale', self.loss_scale)
-        self.message_hub.update_scalar('train/skipped_steps', self.skipped_steps)
+        if skipped:
+            self._report_overflow(scale_before)
+        self._record_step(f'fp16 overflow: {skipped} at loss scale {scale_before:.4g}'
+                          if skipped else None, log=False)
+        if self.loss_scale < self.min_loss_scale:
+            raise NonFiniteTrainingError(
+                f'fp16 loss scale fell to {self.loss_scale:.3g}, below its floor min_loss_scale='
+                f'{self.min_loss_scale:g}, after {self.skipped_steps} skipped steps: gradients '
+                'overflow even unscaled. Run the offending modules in fp32 (fp32_modules=[...]), '
+                'use dtype="bfloat16", or check the loss for inf/NaN.')
 
     def _report_overflow(self, scale_before: float) -> None:
-        n = self.consecutive_skips
+        n = self.consecutive_skips + 1
         if n < self.overflow_warn_after:
             logger.info('fp16 overflow: step skipped, loss scale %.4g -> %.4g',
                         scale_before, self.loss_scale)
@@ -139,42 +215,51 @@ class BoostAmpOptimWrapper(AmpOptimWrapper):
         if not self._guards_installed:
             install_fp32_guards(model, self.fp32_modules, self.device_type)
             self._guards_installed = True
-        with OptimWrapper.optim_context(self, model), \
-                torch.autocast(device_type=self.device_type, dtype=self.cast_dtype):
+        autocast_on = self.cast_dtype in (torch.float16, torch.bfloat16)
+        with OptimWrapper.optim_context(self, model), torch.autocast(
+                device_type=self.device_type, dtype=self.cast_dtype if autocast_on else None,
+                enabled=autocast_on):
             yield
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        state['bevboost_amp'] = dict(applied_steps=self.applied_steps,
-                                     skipped_steps=self.skipped_steps)
+        """mmengine's layout; ``loss_scaler`` only when a scaler runs (fp16)."""
+        state = OptimWrapper.state_dict(self)
+        if self.loss_scaler.is_enabled():
+            state['loss_scaler'] = self.loss_scaler.state_dict()
+        state['bevboost_steps'] = self._guard_state()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        counters = state_dict.pop('bevboost_amp', None)
-        if counters:
-            self.applied_steps = counters['applied_steps']
-            self.skipped_steps = counters['skipped_steps']
-        if not self.loss_scaler.is_enabled():
-            state_dict.pop('loss_scaler', None)
-        super().load_state_dict(state_dict)
+        """Load the kit's, ``AmpOptimWrapper``'s or ``OptimWrapper``'s state, any precision."""
+        state_dict = dict(state_dict)
+        self._load_guard_state(state_dict)
+        scaler_state = state_dict.pop('loss_scaler', None)
+        if scaler_state and self.loss_scaler.is_enabled():
+            self.loss_scaler.load_state_dict(scaler_state)
+        elif self.loss_scaler.is_enabled():
+            logger.info('checkpoint has no fp16 loss-scaler state (saved in bf16/fp32); '
+                        'the loss scale starts at %.4g', self.loss_scale)
+        OptimWrapper.load_state_dict(self, state_dict)
 
 
-def apply_amp(cfg, dtype: str = 'auto', fp32_modules: Sequence[str] | None = None,
-              loss_scale='dynamic') -> None:
+def apply_amp(cfg, dtype: AmpDtype = 'auto', fp32_modules: Sequence[str] | None = None,
+              loss_scale='dynamic', use_fsdp: bool | None = None) -> None:
     """Switch the config's optimizer wrapper to :class:`BoostAmpOptimWrapper`."""
     resolve_dtype(dtype, 'cpu')  # validate the name early
     wrapper = cfg.get('optim_wrapper')
     if not wrapper or 'optimizer' not in wrapper:
         raise ValueError('config has no optim_wrapper.optimizer to wrap with AMP')
     if wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper',
-                                                   'BoostAmpOptimWrapper'):
+                                                   'BoostAmpOptimWrapper', 'BoostOptimWrapper'):
         raise ValueError(f"cannot add AMP to optim_wrapper type {wrapper['type']!r}")
-    wrapper.pop('use_fsdp', None)
     wrapper['type'] = 'BoostAmpOptimWrapper'
     wrapper['dtype'] = dtype
     wrapper['loss_scale'] = loss_scale
+    if use_fsdp is not None:  # otherwise the config's own use_fsdp stays as it is
+        wrapper['use_fsdp'] = use_fsdp
     if fp32_modules is not None:
         wrapper['fp32_modules'] = list(fp32_modules)
+    add_custom_hook(cfg, dict(type='NonFiniteGuardHook'))
     # skipped steps must not advance schedulers
     from bevboost.engine.accumulation import use_optimizer_step_scheduler_hook
     use_optimizer_step_scheduler_hook(cfg)
@@ -185,9 +270,10 @@ class AmpBoost(Boost):
     card = BoostCard(
         name='amp',
         summary='Mixed precision: fp16 with dynamic loss scaling or bf16; fp32 guards for '
-                'sensitive modules; loss scale and skipped steps logged.',
+                'sensitive modules; non-finite steps skipped in any precision; loss scale and '
+                'skipped steps logged.',
         changes=('optim_wrapper.type', 'optim_wrapper.dtype', 'optim_wrapper.fp32_modules',
-                 'default_hooks.param_scheduler'),
+                 'custom_hooks', 'default_hooks.param_scheduler'),
         expected_effect='1.5-2x step speed and less activation memory on tensor-core GPUs; '
                         'slower on CPUs without bf16 units.',
         exact=True,
