@@ -16,6 +16,8 @@ from mmcv.transforms import BaseTransform
 
 from mmdet3d.registry import TRANSFORMS
 
+from bevboost.data.seeding import WorkerRng
+
 
 def _as4x4(m: np.ndarray) -> np.ndarray:
     out = np.eye(4, dtype=np.float64)
@@ -50,20 +52,21 @@ class MultiViewResizeCropFlip(BaseTransform):
         self.final_dim = (int(final_dim[0]), int(final_dim[1]))
         self.resize_lim, self.bot_pct_lim = tuple(resize_lim), tuple(bot_pct_lim)
         self.rand_flip, self.training = rand_flip, training
+        self.rng = WorkerRng()  # np.random, per worker/rank/epoch in loader workers
 
     def _sample(self, h: int, w: int) -> tuple[float, tuple[int, int], bool]:
         fh, fw = self.final_dim
         fit = max(fh / h, fw / w)
         if self.training:
-            resize = fit * np.random.uniform(*self.resize_lim)
-            bot = np.random.uniform(*self.bot_pct_lim)
+            resize = fit * self.rng.uniform(*self.resize_lim)
+            bot = self.rng.uniform(*self.bot_pct_lim)
         else:
             resize, bot = fit, float(np.mean(self.bot_pct_lim))
         nh, nw = int(round(h * resize)), int(round(w * resize))
         crop_h = max(0, int((1 - bot) * nh) - fh)
         slack = max(0, nw - fw)
-        crop_w = int(np.random.uniform(0, slack)) if self.training else slack // 2
-        flip = bool(self.training and self.rand_flip and np.random.rand() < 0.5)
+        crop_w = int(self.rng.uniform(0, slack)) if self.training else slack // 2
+        flip = bool(self.training and self.rand_flip and self.rng.random() < 0.5)
         return resize, (crop_w, crop_h), flip
 
     def transform(self, results: dict) -> dict:
@@ -113,12 +116,13 @@ class BEVRandomRotScale(BaseTransform):
         if scale_ratio_range[0] <= 0:
             raise ValueError(f'scale must be positive, got {scale_ratio_range}')
         self.rot_range, self.scale_range, self.training = rot_range, scale_ratio_range, training
+        self.rng = WorkerRng()  # np.random, per worker/rank/epoch in loader workers
 
     def transform(self, results: dict) -> dict:
         if not self.training:
             return results
-        angle = float(np.random.uniform(*self.rot_range))
-        scale = float(np.random.uniform(*self.scale_range))
+        angle = float(self.rng.uniform(*self.rot_range))
+        scale = float(self.rng.uniform(*self.scale_range))
         boxes = results.get('gt_bboxes_3d')
         c, s = np.cos(angle), np.sin(angle)
         rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
