@@ -25,6 +25,12 @@ class _ToMMLogger(logging.Handler):
         mm_logger = current_mmlogger()
         if mm_logger is not None:
             mm_logger.handle(record)
+            record.bevboost_forwarded = True  # root handlers may skip it: see not_forwarded
+
+
+def not_forwarded(record: logging.LogRecord) -> bool:
+    """Logging filter for root handlers: drop kit records MMLogger already printed."""
+    return not getattr(record, 'bevboost_forwarded', False)
 
 
 def current_mmlogger():

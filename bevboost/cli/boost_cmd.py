@@ -64,8 +64,10 @@ def static_verdicts(before, after) -> list[str]:
     for name in after.get('bevboost_applied') or []:
         keys = get_boost(name).card.changes
         sets = [f'{k}={v!r}' for k, _, v in changed
-                if any(k == c or k.startswith(c + '.') for c in keys)]
+                if any(k == c or k.startswith(c + '.') for c in keys)
+                and not (k.startswith('custom_hooks.') and not k.endswith('.type'))
+                and v != 'BoostReportHook']
         lines.append(f"verdict {name}: config sets {', '.join(sets) or 'nothing new'}; "
-                     'in effect is checked on the built runner at training start '
-                     '(BoostReportHook), not knowable here')
+                     'whether it is in effect is only known on a built runner: checked on the '
+                     'built runner at training start (BoostReportHook logs one line)')
     return lines
