@@ -2,10 +2,12 @@
 
 Importing registers ``FastLoadMultiViewImageFromFiles`` (mmengine root
 TRANSFORMS), ``MainProcessDecodePreprocessor`` (root MODELS), ``ShmRingRunner``
-(root RUNNERS) and the boosts ``fast-decode``,
+(root RUNNERS), ``SkippedSamplesHook`` (root HOOKS)
+and the boosts ``fast-decode``,
 ``dali`` and ``shm``. Nothing here imports mmdet3d or DALI at import time.
 """
-from bevboost.data import boosts, main_decode, runner, transforms  # noqa: F401  (registration)
+from bevboost.data import (boosts, main_decode, runner, skip_counts,  # noqa: F401
+                           transforms)  # (registration)
 from bevboost.data.decode import ImageLoadError
 from bevboost.data.main_decode import MainProcessDecodePreprocessor
 from bevboost.data.preprocess import UInt8Normalizer

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from bevboost.boosts import Boost, BoostCard, config_entry, register_boost
+from bevboost.boosts import Boost, BoostCard, add_custom_hook, config_entry, register_boost
 
 from bevboost.data.fold import FAST_TYPE, LOADERS, rewrite_pipeline, short_type
 
@@ -99,6 +99,8 @@ def apply_fast_decode(cfg: Config, backend: str = 'auto', decode: str = 'auto') 
                 for step in p:
                     if short_type(step) == FAST_TYPE:
                         step['decode'] = 'worker'
+    # with on_error='skip', the skipped-sample total goes into the training log
+    add_custom_hook(cfg, dict(type='SkippedSamplesHook'))
     imports = config_entry(cfg, 'custom_imports', dict(imports=[], allow_failed_imports=False))
     if 'bevboost' not in imports.get('imports', []):
         imports['imports'] = list(imports.get('imports', [])) + ['bevboost']
@@ -156,7 +158,7 @@ class FastDecodeBoost(Boost):
                  'on CUDA, decode batched in the training process (nvJPEG / DALI mixed)'),
         changes=('train_dataloader.dataset.pipeline', 'val_dataloader.dataset.pipeline',
                  'test_dataloader.dataset.pipeline', 'train_pipeline', 'test_pipeline',
-                 'model.data_preprocessor'),
+                 'model.data_preprocessor', 'custom_hooks'),
         expected_effect=('>=8x less CPU per camera image than mmdet3d loader + resize at '
                          '320x800 and 256x704 (docs/data.md); uint8 or encoded batches'),
         exact=False, requires=('simplejpeg',), order=20)

@@ -37,6 +37,7 @@ from bevboost.data import augment
 from bevboost.data.decode import (DaliDecoder, ImageLoadError, decode_cpu, in_loader_worker,
                                   resolve_backend)
 from bevboost.data.seeding import WorkerRng
+from bevboost.data.skip_counts import SkipCounter
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ class FastLoadMultiViewImageFromFiles:
             training process decodes) or ``'auto'`` (``main`` when the building
             process has CUDA and a GPU decoder, else ``worker``).
         on_error: ``'raise'`` or ``'skip'`` (return None so the dataset picks
-            another sample; the count is in ``skipped``).
+            another sample; ``skipped`` totals all workers, and
+            ``SkippedSamplesHook`` reports it in the training log).
         channel_order: ``'bgr'`` like mmcv's default, or ``'rgb'``.
         to_float32: cast to float32 at the end (only for strict drop-in use).
         seed: None follows mmengine's seeding (different per worker, rank and
@@ -152,8 +154,14 @@ class FastLoadMultiViewImageFromFiles:
         self.backend = resolve_backend(backend, 'worker') if self.decode == 'worker' else backend
         self.on_error, self.channel_order, self.to_float32 = on_error, channel_order, to_float32
         self.rng = WorkerRng(seed)  # per worker, rank and epoch, as mmengine seeds
-        self.skipped = 0
+        # shared with this transform's copies in every loader worker
+        self.skip_counter = SkipCounter() if on_error == 'skip' else None
         self._dali: DaliDecoder | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped so far by this transform in every loader worker."""
+        return self.skip_counter.value if self.skip_counter is not None else 0
 
     def _decode(self, blobs: list[bytes], paths: list[str], targets: list, sample: str
                 ) -> list[np.ndarray]:
@@ -193,8 +201,9 @@ class FastLoadMultiViewImageFromFiles:
         except ImageLoadError as exc:
             if self.on_error == 'raise':
                 raise
-            self.skipped += 1
-            logger.warning('skipping sample (%d skipped so far): %s', self.skipped, exc)
+            total = self.skip_counter.add()
+            # formatted here: mmengine's logger drops a WARNING whose format string repeats
+            logger.warning(f'skipping sample ({total} skipped so far, all workers): {exc}')
             return None
 
     def _plans(self, src_hws: list[tuple[int, int]]) -> list[augment.AugParams | None]:
