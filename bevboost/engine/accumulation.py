@@ -224,6 +224,14 @@ def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None,
         raise ValueError('config has no optim_wrapper.optimizer to accumulate gradients for')
     old_counts = int(wrapper.get('accumulative_counts', 1))
     old_batch = int(cfg.train_dataloader.batch_size)
+    if per_gpu_batch is not None:
+        try:
+            per_gpu_batch = int(per_gpu_batch)
+        except (TypeError, ValueError):
+            raise ValueError(f'per_gpu_batch must be an integer >= 1, got {per_gpu_batch!r}') \
+                from None
+        if per_gpu_batch < 1:
+            raise ValueError(f'per_gpu_batch must be an integer >= 1, got {per_gpu_batch}')
     if per_gpu_batch is None:
         if (old_batch * old_counts) % counts:
             raise ValueError(
