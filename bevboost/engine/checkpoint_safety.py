@@ -18,6 +18,15 @@ methods are rebuilt on load anyway (``__setstate__`` calls
 ``_set_default_statistics``), so we leave them out of the pickle; a custom
 statistics method registered by the user is still saved (and then needs the
 user's explicit ``torch.serialization.add_safe_globals``).
+
+Loading is fenced too: mmengine's ``HistoryBuffer.__setstate__`` merges a
+checkpoint's ``statistics_methods`` into the *class-wide* registry, so a
+crafted checkpoint could replace ``mean`` for the whole process with any
+callable it can reach. Here a checkpoint may only name statistics methods
+this process already registered (the defaults, or the user's own via
+``HistoryBuffer.register_statistics``), and the process's function is kept;
+the checkpoint's callables are never used. Other unexpected instance
+attributes are dropped the same way.
 """
 from __future__ import annotations
 
@@ -40,6 +49,24 @@ def _history_buffer_getstate(self: HistoryBuffer) -> dict:
     if custom:
         state['statistics_methods'] = custom
     return state
+
+
+#: instance attributes a HistoryBuffer has (mmengine 0.10)
+_HISTORY_BUFFER_ATTRS = frozenset({'max_length', '_log_history', '_count_history'})
+
+
+def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
+    """Load a buffer's data; never let a checkpoint change process-wide statistics methods."""
+    state = dict(state)
+    methods = state.pop('statistics_methods', None) or {}
+    self._set_default_statistics()
+    registered = HistoryBuffer._statistics_methods
+    ignored = sorted(str(name) for name in methods if name not in registered)
+    unexpected = sorted(str(key) for key in state if key not in _HISTORY_BUFFER_ATTRS)
+    if ignored or unexpected:
+        logger.warning('checkpoint HistoryBuffer: ignored statistics methods %s not registered '
+                       'in this process and unexpected attributes %s', ignored, unexpected)
+    self.__dict__.update({k: v for k, v in state.items() if k in _HISTORY_BUFFER_ATTRS})
 
 
 def _numpy_globals() -> list:
@@ -68,6 +95,7 @@ def install() -> None:
     Idempotent; called when :mod:`bevboost` is imported.
     """
     HistoryBuffer.__getstate__ = _history_buffer_getstate
+    HistoryBuffer.__setstate__ = _history_buffer_setstate
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     logger.debug('allow-listed mmengine checkpoint classes for weights_only loading')
 

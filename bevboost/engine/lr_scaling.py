@@ -43,12 +43,20 @@ class RecipeLRScalingConstructor(DefaultOptimWrapperConstructor):
                                  f'got {scaling.get(key)!r}')
         scaling['rule'] = check_rule(scaling.get('rule', 'linear'))
         self.lr_scaling = scaling
+        optimizer_cfg = optim_wrapper_cfg.get('optimizer') or {}
+        if 'lr' not in optimizer_cfg:
+            raise ValueError(
+                f"lr_scaling needs optim_wrapper.optimizer.lr to scale, but the optimizer config "
+                f"({optimizer_cfg.get('type', '?')}) has no 'lr'; set it to the reference "
+                "recipe's LR or drop lr_scaling")
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        #: the reference recipe's LR; every call scales from it, never from a scaled value
+        self.reference_lr = self.optimizer_cfg['lr']
 
     def __call__(self, model):
         counts = int(self.optim_wrapper_cfg.get('accumulative_counts', 1))
         effective = get_world_size() * self.lr_scaling['per_gpu_batch'] * counts
-        base_lr = self.optimizer_cfg['lr']
+        base_lr = self.reference_lr
         lr = scale_lr(base_lr, self.lr_scaling['reference_batch'], effective,
                       self.lr_scaling['rule'])
         self.optimizer_cfg['lr'] = lr

@@ -1,0 +1,101 @@
+"""A non-finite loss or gradient skips the step in fp32 and bf16 as in fp16; nothing silent."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+
+from bevboost.boosts import apply_boosts
+from bevboost.engine.nonfinite import BoostOptimWrapper, NonFiniteTrainingError
+from bevboost.runner_utils import runner_from_cfg
+from bevboost.testing.toy import toy_config
+from tests.engine.runner_helpers import StepRecorder, params_of
+
+SCHED = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=6)]
+
+
+class NaNInputAt(Hook):
+    """Puts a NaN into the batch of the given iterations: the loss itself is NaN."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, iters):
+        self.iters = set(iters)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter in self.iters:
+            data_batch['inputs'][0][0] = math.nan
+
+
+def _run(tmp_path, boosts, nan_at=(), checkpoint_interval=10 ** 9, lr=0.05, **cfg):
+    config = Config(toy_config(str(tmp_path), max_iters=6, lr=lr, param_scheduler=SCHED, **cfg))
+    config.default_hooks.checkpoint = dict(type='CheckpointHook', interval=checkpoint_interval,
+                                           by_epoch=False, save_last=False)
+    config.log_level = 'INFO'
+    config.experiment_name = f'{tmp_path.parent.name}-{tmp_path.name}'  # its own log file
+    runner = runner_from_cfg(apply_boosts(config, boosts))
+    rec = StepRecorder()
+    runner.register_hook(rec)
+    runner.register_hook(NaNInputAt(nan_at))
+    return runner, rec
+
+
+def _log_text(runner) -> str:
+    (log_file,) = Path(runner.log_dir).glob('*.log')
+    return log_file.read_text()
+
+
+@pytest.mark.parametrize('boost', [{'nan-guard': {}}, {'amp': dict(dtype='bf16')}],
+                         ids=['fp32', 'bf16'])
+def test_nan_step_is_skipped_counted_and_logged(tmp_path, boost):
+    clean, clean_rec = _run(tmp_path / 'clean', boost)
+    clean.train()
+    runner, rec = _run(tmp_path / 'nan', boost, nan_at=[2])
+    runner.train()
+    wrapper = runner.optim_wrapper
+    assert (wrapper.applied_steps, wrapper.skipped_steps) == (5, 1)
+    assert all(torch.isfinite(p).all() for p in params_of(runner).values())
+    assert rec.lrs == clean_rec.lrs[:5]  # the LR held on the skipped step
+    log = _log_text(runner)  # what the user reads in the work dir
+    assert 'optimizer step 3 (iteration 3) skipped: non-finite loss' in log
+    assert 'iteration 3: non-finite loss terms loss=nan' in log
+    assert 'skipped_steps: 1' in log  # LoggerHook's interval line
+    assert 'optimizer steps: 5 applied, 1 skipped' in log  # the end-of-run total
+
+
+def test_without_the_guard_one_nan_ruins_every_weight(tmp_path):
+    """The failure the guard exists for: mmengine's plain OptimWrapper writes NaN weights."""
+    runner, _ = _run(tmp_path, [], nan_at=[2])
+    runner.train()
+    assert not any(torch.isfinite(p).any() for p in params_of(runner).values())
+
+
+def test_nan_guard_boost_builds_the_guarded_wrapper(tmp_path):
+    runner, _ = _run(tmp_path, {'nan-guard': dict(max_consecutive_skips='7')})
+    runner.train()
+    assert isinstance(runner.optim_wrapper, BoostOptimWrapper)
+    assert runner.optim_wrapper.max_consecutive_skips == 7
+
+
+def test_consecutive_skips_stop_training(tmp_path):
+    runner, _ = _run(tmp_path, {'nan-guard': dict(max_consecutive_skips=3)}, nan_at=range(6))
+    with pytest.raises(NonFiniteTrainingError, match='3 optimizer steps in a row'):
+        runner.train()
+    assert runner.optim_wrapper.applied_steps == 0
+
+
+def test_non_finite_lr_is_an_error(tmp_path):
+    runner, _ = _run(tmp_path, ['nan-guard'], lr=math.nan)
+    with pytest.raises(NonFiniteTrainingError, match='lr=nan'):
+        runner.train()
+
+
+def test_no_checkpoint_with_non_finite_weights(tmp_path):
+    """An unguarded wrapper with the guard's hook: the NaN weights are never written."""
+    runner, _ = _run(tmp_path, [], nan_at=[2], checkpoint_interval=2,
+                     custom_hooks=[dict(type='NonFiniteGuardHook')])
+    with pytest.raises(NonFiniteTrainingError, match='refusing to save the checkpoint'):
+        runner.train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']  # before the NaN
