@@ -28,6 +28,7 @@ OPTIONS = {
     'amp': dict(dtype='bf16'),
     'accum': dict(counts=2),
     'lr-scale': dict(reference_batch=16),
+    'nan-guard': dict(max_consecutive_skips=3),
     'measure': dict(warmup_iters=1),
     'profile': dict(active=1),
     'fast-decode': {},
@@ -54,6 +55,9 @@ FACTS = {
                         and r.train_dataloader.batch_size == 4  # toy batch 8 / 2
                         and {'OptimizerStepSchedulerHook', 'AccumulationHook'} <= _hook_types(r)),
     'lr-scale': lambda r: r.optim_wrapper.optimizer.defaults['lr'] == pytest.approx(0.1 * 8 / 16),
+    'nan-guard': lambda r: (type(r.optim_wrapper).__name__ == 'BoostOptimWrapper'
+                            and r.optim_wrapper.max_consecutive_skips == 3
+                            and 'NonFiniteGuardHook' in _hook_types(r)),
     'measure': lambda r: 'StallMonitorHook' in _hook_types(r),
     'profile': lambda r: 'TorchProfilerHook' in _hook_types(r),
     'fast-decode': lambda r: (bool(_loader_transforms(r))

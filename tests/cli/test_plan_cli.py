@@ -229,3 +229,16 @@ def test_train_takes_boost_options(tmp_path, capsys):
     run_cfg = Config.fromfile(str(logs[0]))
     assert run_cfg.optim_wrapper.accumulative_counts == 4
     assert run_cfg.train_dataloader.batch_size == 1 and run_cfg.train_cfg.max_iters == 2 * 4
+
+
+@pytest.mark.parametrize('spec, needles', [
+    ('accum=2:per_gpu_batch=x', ['per_gpu_batch', "'x'"]),
+    ('accum=2:per_gpu=1', ["'per_gpu'"]),
+    ('accum=2:per_gpu_batch', ["'per_gpu_batch'", 'key=value']),
+])
+def test_bad_boost_option_is_one_error_naming_it(tmp_path, capsys, spec, needles):
+    src = tmp_path / 'toy.py'
+    src.write_text(TOY_CONFIG)
+    code, _, err = run_cli(capsys, 'boost', str(src), '--with', spec)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+    assert all(n in err for n in needles), err

@@ -85,6 +85,7 @@ BOOST_SPECS = {
     'amp': ('T', 'amp=bf16'),
     'accum': ('T', 'accum=4:per_gpu_batch=1'),
     'lr-scale': ('T', 'lr-scale:reference_batch=8:rule=linear'),
+    'nan-guard': ('T', 'nan-guard=3'),
     'measure': ('T', 'measure=1'),
     'profile': ('T', 'profile=1'),
     'fast-decode': ('C', 'fast-decode'),
