@@ -194,3 +194,17 @@ def test_config_fragment_key_is_applied_and_removed(tmp_path):
     assert 'bevboost_boosts' not in boosted and boosted.bevboost_applied == ['amp']
     hook = next(h for h in boosted.custom_hooks if h['type'] == 'BoostReportHook')
     assert hook['boosts'] == {'amp': {'dtype': 'bf16'}}
+
+
+def test_fast_decode_says_when_it_could_not_fold_the_resize(tmp_path, camera_sources):
+    """No resize/crop after the stock loader: the loader decodes full size, and the
+    start-of-training line says the resize was not folded rather than implying it was."""
+    text = camera_sources['stock']
+    start = text.index("    dict(type='ResizeCropFlipImage'")
+    end = text.index("    dict(type='PackCameraImages')")
+    cfg = Config.fromstring(text[:start] + text[end:], '.py')
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg.max_iters = 1
+    runner = _train(apply_boosts(cfg, ['fast-decode']))
+    verdict = get_boost('fast-decode').verify(runner)
+    assert 'resize not folded' in verdict and _loader_transforms(runner)[0].final_dim is None
