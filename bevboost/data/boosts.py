@@ -78,6 +78,10 @@ def apply_fast_decode(cfg: Config, backend: str = 'auto', decode: str = 'auto') 
     """
     if decode not in ('auto', 'worker', 'main'):
         raise ValueError(f"decode must be 'auto', 'worker' or 'main', got {decode!r}")
+    from bevboost.data.decode import BACKENDS
+    if backend not in BACKENDS:  # fail when the config is written, not in a worker mid-run
+        raise ValueError(f'fast-decode backend must be one of {", ".join(BACKENDS)}, '
+                         f'got {backend!r}')
     if backend == 'cpu' and decode == 'auto':
         decode = 'worker'  # a CPU decoder belongs in the workers
     pipelines = _pipelines(cfg)

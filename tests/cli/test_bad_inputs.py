@@ -125,6 +125,8 @@ CASES = [
      ['--with', "'amp=bf16,amp=fp16'", 'twice']),
     ('boost-unknown', ['boost', '{toy_py}', '--with', 'warp-drive'], ['--with', "'warp-drive'"]),
     ('boost-bad-value', ['boost', '{toy_py}', '--with', 'amp=fp8'], ['--with', "'amp=fp8'"]),
+    ('boost-fast-decode-backend', ['boost', '{toy_py}', '--with', 'fast-decode=foo'],
+     ['--with', "'fast-decode=foo'", "'foo'"]),
     ('boost-accum-zero', ['boost', '{toy_py}', '--with', 'accum=0'], ['--with', "'accum=0'"]),
     ('boost-config-syntax', ['boost', '{syntax_py}', '--with', 'amp'], ['{syntax_py}']),
     ('boost-config-import', ['boost', '{bad_import_py}'], ['{bad_import_py}']),
