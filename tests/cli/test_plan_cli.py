@@ -242,3 +242,15 @@ def test_bad_boost_option_is_one_error_naming_it(tmp_path, capsys, spec, needles
     code, _, err = run_cli(capsys, 'boost', str(src), '--with', spec)
     assert code == 2 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err
     assert all(n in err for n in needles), err
+
+
+def test_bench_variants_take_boost_options():
+    """``bench --variants`` resolves through the same parser; the worker applies the specs."""
+    from bevboost.boosts import apply_boosts
+    from bevboost.profiling.bench import resolve_variants
+    variants = resolve_variants(['amp=bf16+accum=2:per_gpu_batch=1'], ceiling=False)
+    variant = next(v for v in variants if v.specs)
+    assert variant.specs == ['amp=bf16', 'accum=2:per_gpu_batch=1']
+    cfg = apply_boosts(Config.fromstring(TOY_CONFIG, '.py'), variant.specs)
+    assert cfg.optim_wrapper.accumulative_counts == 2 and cfg.train_dataloader.batch_size == 1
+    assert 'bevboost' in cfg.custom_imports.imports
