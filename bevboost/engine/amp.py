@@ -136,7 +136,8 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
         if not isinstance(use_fsdp, bool):
             raise TypeError(f'use_fsdp must be True or False, got {use_fsdp!r}')
         if not isinstance(overflow_warn_after, int) or overflow_warn_after < 1:
-            raise ValueError(f'overflow_warn_after must be a positive int, got {overflow_warn_after!r}')
+            raise ValueError(f'overflow_warn_after must be a positive int, '
+                             f'got {overflow_warn_after!r}')
         self._init_guard(max_consecutive_skips)
         self.device_type = device_type
         self.use_fsdp = use_fsdp

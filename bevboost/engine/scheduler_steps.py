@@ -52,7 +52,7 @@ def _verified_classes() -> set:
 
 
 def scheduler_configs(param_scheduler) -> list:
-    """The config's ``param_scheduler`` as a flat list (one dict, a list, or per-optimizer lists)."""
+    """The config's ``param_scheduler`` as a flat list (a dict, a list, per-optimizer lists)."""
     if param_scheduler is None:
         return []
     if isinstance(param_scheduler, dict) and 'type' not in param_scheduler:

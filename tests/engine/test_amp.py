@@ -143,7 +143,8 @@ def test_bad_loss_scale_and_device():
 def test_fp16_overflow_on_cuda(tmp_path):
     """The real CUDA path: fp16 autocast, GradScaler on the GPU, injected overflow."""
     model = nn.Linear(64, 1).cuda()
-    wrapper = BoostAmpOptimWrapper(dtype='fp16', optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    wrapper = BoostAmpOptimWrapper(dtype='fp16',
+                                   optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert wrapper.device_type == 'cuda' and wrapper.loss_scaler.is_enabled()
     x = torch.randn(8, 64, device='cuda')
     for i in range(4):

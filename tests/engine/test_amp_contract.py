@@ -131,8 +131,8 @@ def test_found_inf_adapter_reads_torchs_scaler():
         scaler.update()
 
 
-@pytest.mark.parametrize('loss_scale', ['dynamic', 512.0, dict(init_scale=64.0,
-                                                                growth_interval=1)])
+@pytest.mark.parametrize('loss_scale',
+                         ['dynamic', 512.0, dict(init_scale=64.0, growth_interval=1)])
 def test_skips_counted_for_every_loss_scale_form(loss_scale):
     model, opt = _sgd()
     wrapper = BoostAmpOptimWrapper(loss_scale, 'float16', optimizer=opt)

@@ -1,4 +1,9 @@
-"""Under DDP (gloo, CPU) gradients are all-reduced only on a window's last micro-batch."""
+"""Accumulation under DDP (gloo, CPU), in one 2-process launch for both tests.
+
+Gradients are all-reduced only on a window's last micro-batch, and a
+representative subset of the scheduler-registry cases matches the large
+batch on every rank.
+"""
 import os
 import socket
 
@@ -18,9 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, port, queue):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
+def _allreduce_check(rank, queue):
     from mmengine.model import MMDistributedDataParallel
 
     from bevboost.engine.amp import BoostAmpOptimWrapper
@@ -45,24 +48,76 @@ def _worker(rank, port, queue):
             loss = model(x, y, mode='loss')['loss']
         wrapper.update_params(loss)
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-    queue.put((rank, len(allreduces), wrapper.applied_steps, weights.tolist()))
-    dist.destroy_process_group()
+    queue.put(('sync', rank, len(allreduces), wrapper.applied_steps, weights.tolist()))
 
 
 @pytest.mark.slow
-def test_ddp_syncs_only_on_last_micro_batch():
-    ctx = mp.get_context('spawn')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    results = sorted(queue.get(timeout=120) for _ in range(WORLD))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+def test_ddp_syncs_only_on_last_micro_batch(ddp_results):
+    results = sorted(r[1:] for r in ddp_results if r[0] == 'sync')
+    assert len(results) == WORLD
     for rank, n_allreduce, applied, _ in results:
         assert applied == MICRO_BATCHES // COUNTS
         # one all-reduce round per optimizer step (the toy model fits one bucket)
         assert n_allreduce == MICRO_BATCHES // COUNTS, (rank, n_allreduce)
     assert results[0][3] == results[1][3]  # ranks stay in sync
+
+
+#: a representative subset of tests/engine/test_scheduler_registry.py's cases (every family
+#: shape: warmup spans, phases, restarts, milestones, polynomial, constant, plateau)
+DDP_CASES = [('LinearLR', 'epoch', 3), ('OneCycleLR', 'iter', 4),
+             ('CosineRestartMomentum', 'epoch', 2), ('PolyParamScheduler', 'epoch', 4),
+             ('MultiStepLR', 'iter', 3), ('ConstantMomentum', 'epoch', 4),
+             ('ReduceOnPlateauLR', 'epoch_plain', 2)]
+
+
+def _worker(rank, port, work_dir, queue):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
+    import bevboost  # noqa: F401
+    from tests.engine.scheduler_cases import fast_config_text, run_case
+    fast_config_text()
+    try:
+        _allreduce_check(rank, queue)
+        for name, decl, counts in DDP_CASES:
+            ref_values, ref_params, kit_values, kit_params, _ = run_case(
+                f'{work_dir}/{name}-{decl}-{counts}', name, decl, counts, world_size=WORLD)
+            queue.put(('schedule', rank, (name, decl, counts), ref_values, kit_values,
+                       {n: p.tolist() for n, p in ref_params.items()},
+                       {n: p.tolist() for n, p in kit_params.items()}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def ddp_results(tmp_path_factory):
+    """Everything both tests check, from one launch of 2 gloo processes."""
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    port = _free_port()
+    work_dir = str(tmp_path_factory.mktemp('ddp'))
+    procs = [ctx.Process(target=_worker, args=(r, port, work_dir, queue)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in range(WORLD * (1 + len(DDP_CASES)))]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results
+
+
+@pytest.mark.slow
+def test_ddp_accumulation_matches_large_batch_for_schedulers(ddp_results):
+    from tests.engine.scheduler_cases import max_relative_difference
+    results = [r[1:] for r in ddp_results if r[0] == 'schedule']
+    by_case: dict = {}
+    for rank, case, ref_values, kit_values, ref_params, kit_params in results:
+        assert len(set(ref_values)) > 1, case
+        assert kit_values == ref_values, case
+        ref_params = {n: torch.tensor(v) for n, v in ref_params.items()}
+        kit_params = {n: torch.tensor(v) for n, v in kit_params.items()}
+        assert max_relative_difference(ref_params, kit_params) < 1e-5, case
+        by_case.setdefault(case, []).append(kit_params)
+    assert len(by_case) == len(DDP_CASES)
+    for case, (rank0, rank1) in by_case.items():  # DDP kept the ranks in sync
+        assert all(torch.equal(rank0[n], rank1[n]) for n in rank0), case
