@@ -126,6 +126,7 @@ class AccumulationHook(Hook):
         logger.info('gradient accumulation: %d micro-batches of %s per GPU x %d GPUs '
                     '= effective batch %s', counts, batch, runner.world_size,
                     batch * counts * runner.world_size if batch else '?')
+        report_short_micro_batch(runner, counts)
         if self._pending_grads is not None:
             restore_grads(runner, self._pending_grads)
             self._pending_grads = None
@@ -144,6 +145,26 @@ class AccumulationHook(Hook):
             return
         self._pending_grads = plan_resume(
             runner, checkpoint, accumulative_counts(runner.optim_wrapper), is_epoch_based(runner))
+
+
+def report_short_micro_batch(runner, counts: int) -> bool:
+    """Warn when an epoch ends in a partial micro-batch; True if it does.
+
+    A window's loss is the mean of its micro-batch losses, which equals the
+    large batch's mean only when the micro-batches are equally full.
+    """
+    loader = runner.train_dataloader
+    if counts <= 1 or not is_epoch_based(runner) or loader.drop_last or not loader.batch_size:
+        return False
+    samples = len(loader.sampler)  # per rank
+    if samples % loader.batch_size == 0:
+        return False
+    logger.warning('each epoch ends in a micro-batch of %d of %d samples (%d per GPU): its loss '
+                   'gets the weight of a full micro-batch in the last window, so that window is '
+                   'not exactly the large batch; make the per-GPU dataset length a multiple of '
+                   'the per-GPU batch, or set drop_last=True', samples % loader.batch_size,
+                   loader.batch_size, samples)
+    return True
 
 
 def report_batch_norm(model: torch.nn.Module, counts: int) -> list[str]:

@@ -123,3 +123,20 @@ def test_batch_norm_is_reported(caplog):
     caplog.clear()
     model.eval()
     assert report_batch_norm(model, counts=4) == []
+
+
+def test_partial_micro_batch_at_epoch_end_is_reported(tmp_path, caplog):
+    """25 samples in micro-batches of 2: the last one holds 1 sample and cannot be exact."""
+    loader = dict(batch_size=8, num_workers=0, collate_fn=dict(type='default_collate'),
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  dataset=dict(type='ToyRegressionDataset', num_samples=25))
+    with caplog.at_level('WARNING', logger='bevboost.engine.accumulation'):
+        run_toy(tmp_path / 'odd', boosts=['accum=4'], train_dataloader=loader,
+                train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=100))
+    assert 'micro-batch of 1 of 2 samples (25 per GPU)' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='bevboost.engine.accumulation'):
+        run_toy(tmp_path / 'even', boosts=['accum=4'],
+                train_dataloader=dict(loader, dataset=dict(loader['dataset'], num_samples=26)),
+                train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=100))
+    assert 'micro-batch of' not in caplog.text
