@@ -254,3 +254,15 @@ def test_state_dict_round_trips(mmengine_amp_on_cpu, source, target):
 def test_bf16_checkpoint_stores_no_scaler_state():
     assert 'loss_scaler' not in _trained_state(lambda opt: KIT_BF16(optimizer=opt))
     assert _trained_state(lambda opt: KIT_FP16(optimizer=opt))['loss_scaler']['scale'] > 0
+
+
+def test_steps_at_scale_zero_are_skipped_not_applied():
+    """With the floor off, inf every step drives the scale to 0.0; no step counts as applied."""
+    model, opt = _sgd()
+    wrapper = BoostAmpOptimWrapper(dict(init_scale=1.0), 'float16', optimizer=opt,
+                                   min_loss_scale=0.0, max_consecutive_skips=1000)
+    before = [p.detach().clone() for p in model.parameters()]
+    _train_steps(wrapper, model, steps=160, inf_at=set(range(160)))
+    assert wrapper.loss_scale == 0.0
+    assert (wrapper.applied_steps, wrapper.skipped_steps) == (0, 160)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
