@@ -12,9 +12,10 @@ when ``bevboost`` is imported, which the config's own ``custom_imports`` does)
 wraps that one classmethod: a config still carrying ``bevboost_boosts`` is
 boosted first, and built with the runner class the boosts need (``shm`` needs
 ``ShmRingRunner``); a config the kit wrote (``bevboost_applied``) is built
-with the ``runner_type`` it names on both routes. A boost that cannot apply stops the build with one error
-naming ``bevboost_boosts``, the route and the fix. :class:`BoostReportHook`
-then logs what is in effect on the built runner before the first iteration.
+with the ``runner_type`` it names on both routes. A boost that cannot apply
+stops the build with one error naming ``bevboost_boosts``, the route and the
+fix. :class:`BoostReportHook` then logs what is in effect on the built runner
+before the first iteration.
 """
 from __future__ import annotations
 
@@ -169,4 +170,3 @@ def install_config_boosts_route() -> bool:
     _original_from_cfg = func
     Runner.from_cfg = classmethod(_boosting_from_cfg)
     return True
-

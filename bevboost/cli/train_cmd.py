@@ -9,7 +9,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser('train', help='train a config through mmengine with boosts applied')
     p.add_argument('config', help='mmengine config')
     p.add_argument('--boosts', '--with', dest='boosts', default='',
-                   help='comma-separated boosts with options, e.g. amp=bf16,accum=2:per_gpu_batch=1')
+                   help='comma-separated boosts with options, '
+                        'e.g. amp=bf16,accum=2:per_gpu_batch=1')
     p.add_argument('--work-dir', help='output directory (default: the config work_dir)')
     p.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                    help='resume from CHECKPOINT, or without one from the latest in the work dir')

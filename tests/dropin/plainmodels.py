@@ -39,23 +39,23 @@ class PlainRegressor(BaseModel):
 
 @DATASETS.register_module()
 class PlainRegressionDataset(BaseDataset):
-    """``y = w.x + noise`` from a fixed seed; ``target_scale`` makes huge targets (fp16 overflow)."""
+    """``y = w.x`` from a fixed seed."""
 
-    def __init__(self, num_samples: int = 64, target_scale: float = 1.0, **kwargs):
-        self.num_samples, self.target_scale = num_samples, target_scale
+    def __init__(self, num_samples: int = 64, **kwargs):
+        self.num_samples = num_samples
         kwargs.setdefault('serialize_data', False)
         super().__init__(**kwargs)
 
     def load_data_list(self) -> list[dict]:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(self.num_samples, 8, generator=gen)
-        y = (x @ torch.randn(8, generator=gen)) * self.target_scale
+        y = x @ torch.randn(8, generator=gen)
         return [dict(inputs=x[i], targets=y[i]) for i in range(self.num_samples)]
 
 
 @DATASETS.register_module()
 class PlainCameraDataset(BaseDataset):
-    """Samples of a nuScenes-style info file: per-camera ``img_path``, ``cam2img``, ``lidar2cam``."""
+    """nuScenes-style infos: per camera ``img_path`` (made absolute), ``cam2img``, ``lidar2cam``."""
 
     def load_data_list(self) -> list[dict]:
         with open(self.ann_file, 'rb') as f:
