@@ -19,11 +19,11 @@ from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmdet.models.layers.transformer import DetrTransformerDecoder
 from mmdet3d.registry import MODELS, TASK_UTILS
 from mmdet3d.structures import LiDARInstance3DBoxes
 
-from .position_encoding import PositionEncoder3D
+from .decoder import CheckpointedDetrDecoder
+from .position_encoding import MultiViewSinePE, PositionEncoder3D
 from .utils import inverse_sigmoid, normalize_bbox, pos2posemb3d
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,28 @@ def _mlp_branch(embed_dims: int, out: int, num_fcs: int, norm: bool) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+class TaskRegBranch(nn.Module):
+    """PETRv2's ``RegLayer``: shared FCs, then one small MLP per group of codes.
+
+    The outputs are concatenated in ``group_dims`` order (the reference's
+    ``(2, 1, 3, 2, 2)`` over the 10-code box vector).
+    """
+
+    def __init__(self, embed_dims: int, num_fcs: int, group_dims: Sequence[int]) -> None:
+        super().__init__()
+        shared: list[nn.Module] = []
+        for _ in range(num_fcs):
+            shared += [nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True)]
+        self.shared = nn.Sequential(*shared)
+        self.task_heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
+                          nn.Linear(embed_dims, dim)) for dim in group_dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.shared(x)
+        return torch.cat([head(feat) for head in self.task_heads], dim=-1)
+
+
 @MODELS.register_module()
 class PETRv2Head(BaseModule):
     """PETRv2 head (arXiv 2206.01256), written for mmdet3d 1.x.
@@ -52,10 +74,17 @@ class PETRv2Head(BaseModule):
         position_range: 3D box that normalizes frustum points.
         pc_range: box that the center regression is scaled to.
         depth_num, depth_start, lid, with_fpe: see :class:`PositionEncoder3D`.
-        decoder: config of mmdet's ``DetrTransformerDecoder``.
         bbox_coder: ``NMSFreeBBoxCoder`` config.
         loss_cls, loss_bbox: mmdet losses (focal, L1).
         code_weights: per-code weight of the L1 loss (velocity down-weighted).
+        with_multiview: add PETR's multi-view 2D sine encoding (view, row,
+            column) through a 1x1-conv MLP to the 3D position embedding.
+        group_reg_dims: per-task regression heads over these code groups
+            (PETRv2's ``with_multi``, ``(2, 1, 3, 2, 2)``); ``None``: one MLP.
+        mask_outside_keys: also hide from attention the pixels whose frustum
+            leaves ``position_range`` (the reference masks padding only).
+        decoder: config of mmdet's ``DetrTransformerDecoder``, plus ``with_cp``
+            to checkpoint every layer while training (the recipe's setting).
         train_cfg: ``dict(assigner=...)`` with mmdet's ``HungarianAssigner``.
     """
 
@@ -65,7 +94,9 @@ class PETRv2Head(BaseModule):
                  pc_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0),
                  depth_num: int = 64, depth_start: float = 1.0, lid: bool = True,
                  with_fpe: bool = True, num_reg_fcs: int = 2, code_size: int = 10,
-                 code_weights: Sequence[float] | None = None, decoder: dict | None = None,
+                 code_weights: Sequence[float] | None = None, with_multiview: bool = False,
+                 group_reg_dims: Sequence[int] | None = None, mask_outside_keys: bool = True,
+                 decoder: dict | None = None,
                  bbox_coder: dict | None = None,
                  loss_cls: dict = dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0,
                                        alpha=0.25, loss_weight=2.0),
@@ -87,7 +118,12 @@ class PETRv2Head(BaseModule):
         self.input_proj = nn.Conv2d(in_channels, embed_dims, 1)
         self.position_encoder = PositionEncoder3D(embed_dims, position_range, depth_num,
                                                   depth_start, lid, with_fpe)
-        self.decoder = DetrTransformerDecoder(**copy.deepcopy(decoder))
+        self.multiview_pe = MultiViewSinePE(embed_dims // 2) if with_multiview else None
+        self.adapt_pos3d = nn.Sequential(
+            nn.Conv2d(embed_dims * 3 // 2, embed_dims * 4, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(embed_dims * 4, embed_dims, 1)) if with_multiview else None
+        self.mask_outside_keys = mask_outside_keys
+        self.decoder = CheckpointedDetrDecoder(**copy.deepcopy(decoder))
         if self.decoder.embed_dims != embed_dims:
             raise ValueError(f'decoder width {self.decoder.embed_dims} != embed_dims {embed_dims}')
         self.num_layers = self.decoder.num_layers
@@ -96,8 +132,13 @@ class PETRv2Head(BaseModule):
                                              nn.ReLU(inplace=True), nn.Linear(embed_dims, embed_dims))
         self.cls_branches = nn.ModuleList(_mlp_branch(embed_dims, num_classes, num_reg_fcs, True)
                                           for _ in range(self.num_layers))
-        self.reg_branches = nn.ModuleList(_mlp_branch(embed_dims, code_size, num_reg_fcs, False)
-                                          for _ in range(self.num_layers))
+        if group_reg_dims is not None and sum(group_reg_dims) != code_size:
+            raise ValueError(f'group_reg_dims {list(group_reg_dims)} must add up to code_size '
+                             f'{code_size}')
+        self.reg_branches = nn.ModuleList(
+            TaskRegBranch(embed_dims, num_reg_fcs, group_reg_dims) if group_reg_dims
+            else _mlp_branch(embed_dims, code_size, num_reg_fcs, False)
+            for _ in range(self.num_layers))
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_bbox = MODELS.build(loss_bbox)
         self.bbox_coder = TASK_UTILS.build(bbox_coder or dict(
@@ -110,6 +151,12 @@ class PETRv2Head(BaseModule):
 
     def init_weights(self) -> None:
         super().init_weights()
+        # like PETR's (and DETR's) transformer: Xavier-uniform matrices, zero biases
+        for m in self.decoder.modules():
+            if isinstance(getattr(m, 'weight', None), Tensor) and m.weight.dim() > 1:
+                nn.init.xavier_uniform_(m.weight)
+                if isinstance(getattr(m, 'bias', None), Tensor):
+                    nn.init.zeros_(m.bias)
         nn.init.uniform_(self.reference_points.weight, 0, 1)
         bias = bias_init_with_prob(0.01)
         for branch in self.cls_branches:
@@ -129,7 +176,12 @@ class PETRv2Head(BaseModule):
         feat = self.input_proj(x.flatten(0, 1))
         pos, outside = self.position_encoder(feat, lidar2img, pad_hw)
         hw = feat.shape[-2:]
-        masks = self._padding_mask(metas, b, n, hw, pad_hw, x.device) | outside.view(b, n, *hw)
+        masks = self._padding_mask(metas, b, n, hw, pad_hw, x.device)
+        if self.multiview_pe is not None:
+            sine = self.multiview_pe(masks).flatten(0, 1).to(pos.dtype)
+            pos = pos + self.adapt_pos3d(sine)
+        if self.mask_outside_keys:
+            masks = masks | outside.view(b, n, *hw)
         memory = feat.view(b, n, self.embed_dims, -1).permute(0, 1, 3, 2).flatten(1, 2)
         key_pos = pos.view(b, n, self.embed_dims, -1).permute(0, 1, 3, 2).flatten(1, 2)
         ref = self.reference_points.weight  # (Q, 3) in [0, 1]

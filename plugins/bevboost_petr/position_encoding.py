@@ -92,3 +92,35 @@ class PositionEncoder3D(nn.Module):
         if self.fpe is not None:
             pe = self.fpe(pe, feat)
         return pe, outside
+
+
+class MultiViewSinePE(nn.Module):
+    """PETR's multi-view 2D sine encoding: (view, row, column) of every feature pixel.
+
+    ``(B, N, H, W)`` padding mask -> ``(B, N, 3F, H, W)``: the view index, then
+    the row and the column, each normalized over the valid pixels and encoded
+    with ``F`` sines/cosines (PETR's ``SinePositionalEncoding3D``, which differs
+    from mmdet's class of that name). Built on mmdet's 2D
+    ``SinePositionalEncoding``: the (row, column) part is that encoding per
+    view, the view part is its first axis applied along the views.
+    """
+
+    def __init__(self, num_feats: int) -> None:
+        super().__init__()
+        if num_feats < 2 or num_feats % 2:
+            raise ValueError(f'num_feats must be even and >= 2, got {num_feats}')
+        from mmdet.models.layers import SinePositionalEncoding
+        self.num_feats = num_feats
+        self.sine2d = SinePositionalEncoding(num_feats, normalize=True)
+
+    def forward(self, mask: Tensor) -> Tensor:
+        b, n, h, w = mask.shape
+        yx = self.sine2d(mask.flatten(0, 1)).view(b, n, 2 * self.num_feats, h, w)
+        # views play the role of rows: mask (B*W, N, H), keep the first (row) half
+        along_views = self.sine2d(mask.permute(0, 3, 1, 2).flatten(0, 1))[:, :self.num_feats]
+        views = along_views.view(b, w, self.num_feats, n, h).permute(0, 3, 2, 4, 1)
+        out = torch.cat([views, yx], dim=2)
+        # mmdet interleaves (sin0, cos0, sin1, ...); PETR's 5-D stack gives (sin0, sin1, ...,
+        # cos0, ...) per axis. Keep PETR's order so published adapt_pos3d weights apply.
+        out = out.view(b, n, 3, self.num_feats // 2, 2, h, w).transpose(3, 4)
+        return out.reshape(b, n, 3 * self.num_feats, h, w)

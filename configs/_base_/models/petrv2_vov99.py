@@ -30,10 +30,14 @@ model = dict(
         depth_start=1.0,
         lid=True,
         with_fpe=True,
-        code_weights=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2],
+        with_multiview=True,  # + (view, row, column) sine encoding, as published
+        group_reg_dims=(2, 1, 3, 2, 2),  # per-task regression heads (with_multi)
+        mask_outside_keys=False,  # the published model masks padding only
+        code_weights=[1.0] * 10,  # the published PETRv2 config weighs velocity fully
         decoder=dict(
             num_layers=6,
             return_intermediate=True,
+            with_cp=True,  # checkpoint every decoder layer while training, as published
             layer_cfg=dict(
                 self_attn_cfg=dict(embed_dims=embed_dims, num_heads=8, attn_drop=0.1,
                                    proj_drop=0.1),
