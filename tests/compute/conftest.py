@@ -1,0 +1,60 @@
+"""Fixtures for the compute-boost tests: one torch thread, the tiny PETRv2 on synthetic data."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+
+PETR_CONFTEST = Path(__file__).resolve().parents[1] / 'petr' / 'conftest.py'
+
+
+def _petr_fixtures():
+    spec = importlib.util.spec_from_file_location('_petr_conftest', PETR_CONFTEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the 2-core CI box is shared with loader workers and other jobs."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='session')
+def synth_root(tmp_path_factory) -> Path:
+    synth = pytest.importorskip('bevboost.data.synth')
+    out = tmp_path_factory.mktemp('synth_nuscenes_compute')
+    return synth.synthesize_nuscenes(out, scenes=1, samples_per_scene=6, image_size=(128, 352))
+
+
+@pytest.fixture
+def make_tiny_config():
+    """The petr tests' ``tiny_config`` (the bundled tiny config, iteration-based)."""
+    return _petr_fixtures().tiny_config
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def mm_log():
+    """Messages sent to mmengine's current logger (what a Runner's console shows)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    handler = _Records()
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
