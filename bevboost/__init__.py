@@ -56,6 +56,7 @@ _REGISTERING_MODULES = (
     'bevboost.engine.lr_scaling',
     'bevboost.data',
     'bevboost.profiling',
+    'bevboost.compute',
     'bevboost.runner_utils',
 )
 
