@@ -4,56 +4,22 @@ The reference side is mmengine's Runner on the same config without the boost.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.model import BaseModel
-from mmengine.registry import MODELS
 
 from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.testing.toy import toy_config
+from tests.compute.helpers import ADAMW, train_toy  # also registers the toy models
 from tests.engine.runner_helpers import assert_params_close, params_of
-
-ADAMW = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.01))
-
-
-class LossRecorder(Hook):
-    """The loss of every iteration, as the model returned it."""
-
-    def __init__(self):
-        self.losses: list[torch.Tensor] = []
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.losses.append(outputs['loss'].detach().clone())
-
-
-def _train(work_dir, boosts=(), max_iters=4, **cfg_kwargs):
-    cfg = apply_boosts(Config(toy_config(str(work_dir), max_iters=max_iters, **cfg_kwargs)),
-                       boosts)
-    runner = runner_from_cfg(cfg)
-    losses = LossRecorder()
-    runner.register_hook(losses)
-    runner.train()
-    return runner, torch.stack(losses.losses)
-
-
-def _log_text(runner) -> str:
-    return (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
-
-
-def _stacked(x):
-    return torch.stack(x) if isinstance(x, (list, tuple)) else x
 
 
 # ---------------------------------------------------------------- fused-optim
 
 def test_fused_adamw_matches_for_loop_adamw(tmp_path):
-    base, base_loss = _train(tmp_path / 'base', optim_wrapper=ADAMW)
-    fused, fused_loss = _train(tmp_path / 'fused', ['fused-optim'], optim_wrapper=ADAMW)
+    base, base_loss = train_toy(tmp_path / 'base', optim_wrapper=ADAMW)
+    fused, fused_loss = train_toy(tmp_path / 'fused', ['fused-optim'], optim_wrapper=ADAMW)
     group = fused.optim_wrapper.optimizer.param_groups[0]
     assert group['fused'] is True and not base.optim_wrapper.optimizer.param_groups[0]['fused']
     assert 'AdamW fused' in get_boost('fused-optim').verify(fused)
@@ -63,7 +29,7 @@ def test_fused_adamw_matches_for_loop_adamw(tmp_path):
 
 
 def test_verify_says_when_not_fused(tmp_path):
-    base, _ = _train(tmp_path, optim_wrapper=ADAMW, max_iters=1)
+    base, _ = train_toy(tmp_path, optim_wrapper=ADAMW, max_iters=1)
     with pytest.raises(BoostNotInEffect, match='neither fused nor foreach'):
         get_boost('fused-optim').verify(base)
 
@@ -90,21 +56,6 @@ def test_fused_optim_refuses(tmp_path, optimizer, impl, match):
         apply_boosts(cfg, {'fused-optim': dict(impl=impl)})
 
 
-@MODELS.register_module(force=True)
-class ToyWithComplexParam(BaseModel):
-    """A toy regressor with a complex gain (as in spectral filters): torch's fused Adam
-    kernels take floating-point parameters only; its for-loop Adam takes complex ones."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Linear(8, 1)
-        self.gain = torch.nn.Parameter(torch.ones(1, dtype=torch.complex64))
-
-    def forward(self, inputs, targets=None, mode='tensor', **unused):
-        pred = (self.net(_stacked(inputs)).squeeze(-1) * self.gain).real
-        return {'loss': ((pred - _stacked(targets)) ** 2).mean()}
-
-
 def test_fused_rejected_param_group_refused_before_first_iteration(tmp_path):
     model = dict(type='ToyWithComplexParam')
     runner_cfg = apply_boosts(Config(toy_config(str(tmp_path / 'b'), model=model,
@@ -124,11 +75,11 @@ def test_fused_rejected_param_group_refused_before_first_iteration(tmp_path):
 # ---------------------------------------------------------------- loader
 
 def test_loader_sets_worker_options_and_batches_match(tmp_path):
-    base, base_loss = _train(tmp_path / 'base', max_iters=3, train_dataloader=dict(
+    base, base_loss = train_toy(tmp_path / 'base', max_iters=3, train_dataloader=dict(
         batch_size=8, num_workers=1, sampler=dict(type='InfiniteSampler', shuffle=True),
         dataset=dict(type='ToyRegressionDataset'), collate_fn=dict(type='default_collate')))
-    boosted, loss = _train(tmp_path / 'boosted', ['loader=1:prefetch_factor=3'], max_iters=3,
-                           train_dataloader=base.cfg.train_dataloader)
+    boosted, loss = train_toy(tmp_path / 'boosted', ['loader=1:prefetch_factor=3'],
+                              max_iters=3, train_dataloader=base.cfg.train_dataloader)
     loader = boosted.train_dataloader
     assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (1, True, 3)
     assert loader.pin_memory is torch.cuda.is_available()
@@ -154,7 +105,7 @@ def test_loader_pin_memory_without_cuda_is_logged_not_set(tmp_path, mm_log):
 
 
 def test_loader_verify_catches_a_non_persistent_loader(tmp_path):
-    base, _ = _train(tmp_path, max_iters=1, train_dataloader=dict(
+    base, _ = train_toy(tmp_path, max_iters=1, train_dataloader=dict(
         batch_size=8, num_workers=1, sampler=dict(type='InfiniteSampler'),
         dataset=dict(type='ToyRegressionDataset'), collate_fn=dict(type='default_collate')))
     with pytest.raises(BoostNotInEffect, match='persistent_workers=False'):
@@ -163,35 +114,11 @@ def test_loader_verify_catches_a_non_persistent_loader(tmp_path):
 
 # ---------------------------------------------------------------- channels-last
 
-@MODELS.register_module(force=True)
-class ToyConvRegressor(BaseModel):
-    """Conv + BN backbone on 2x8x8 'images' made of the toy's 8 features, linear head.
-
-    No conv bias before BN (as in ResNet): its true gradient is zero, and Adam would
-    turn the rounding noise there into full-size steps.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.img_backbone = torch.nn.Sequential(
-            torch.nn.Conv2d(2, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 8, 3, stride=2, padding=1))
-        self.head = torch.nn.Linear(8 * 4 * 4, 1)
-
-    def forward(self, inputs, targets=None, mode='tensor', **unused):
-        x = _stacked(inputs)
-        rows, cols = x[:, None, :, None], x[:, None, None, :]
-        images = torch.cat([rows * cols, rows + cols], dim=1)  # (B, 2, 8, 8), NCHW
-        feats = self.img_backbone(images)
-        loss = ((self.head(feats.flatten(1)).squeeze(-1) - _stacked(targets)) ** 2).mean()
-        return {'loss': loss}
-
-
 def test_channels_last_converts_backbone_and_inputs_and_matches(tmp_path):
     model = dict(type='ToyConvRegressor')
-    base, base_loss = _train(tmp_path / 'base', model=model, optim_wrapper=ADAMW)
-    boosted, loss = _train(tmp_path / 'cl', ['channels-last=img_backbone'], model=model,
-                           optim_wrapper=ADAMW)
+    base, base_loss = train_toy(tmp_path / 'base', model=model, optim_wrapper=ADAMW)
+    boosted, loss = train_toy(tmp_path / 'cl', ['channels-last=img_backbone'], model=model,
+                              optim_wrapper=ADAMW)
     # NHWC convolution kernels sum in another order: float32 rounding only
     torch.testing.assert_close(loss, base_loss, rtol=1e-5, atol=1e-6)
     assert_params_close(params_of(base), params_of(boosted), rtol=1e-5)

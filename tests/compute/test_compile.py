@@ -1,0 +1,73 @@
+"""``compile``: mmengine's own ``compile`` route for the whole model, ``nn.Module.compile``
+for a scope, both against the same config trained without it."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
+from bevboost.compute.compile_model import STEADY_ITERS, is_compiled_module
+from bevboost.runner_utils import runner_from_cfg
+from bevboost.testing.toy import toy_config
+from tests.compute.helpers import ADAMW, log_text, train_toy
+from tests.engine.runner_helpers import assert_params_close, params_of
+
+if get_boost('compile').unavailable_reason():
+    pytest.skip(get_boost('compile').unavailable_reason(), allow_module_level=True)
+
+
+@pytest.mark.slow  # inductor compiles forward, backward and the optimizer step: ~1 min cold
+def test_whole_model_compiled_by_mmengine_matches_eager(tmp_path):
+    iters = STEADY_ITERS + 1
+    base, base_loss = train_toy(tmp_path / 'base', max_iters=iters, log_level='INFO')
+    boosted, loss = train_toy(tmp_path / 'compiled', ['compile'], max_iters=iters,
+                              log_level='INFO')
+    assert boosted.cfg.compile is True  # mmengine's key, mmengine's route
+    assert 'train_step compiled by mmengine' in get_boost('compile').verify(boosted)
+    with pytest.raises(BoostNotInEffect, match='train_step is not compiled'):
+        get_boost('compile').verify(base)
+    # inductor fuses elementwise ops and reorders the reductions of the MSE mean and
+    # the matmuls: float32 rounding, ~1e-7 relative per op, a few ulps over 6 steps
+    torch.testing.assert_close(loss, base_loss, rtol=1e-5, atol=1e-6)
+    assert_params_close(params_of(base), params_of(boosted), rtol=1e-5)
+    info = boosted.message_hub.runtime_info
+    assert info['compile/first_iter_s'] > info['compile/steady_iter_s']
+    assert 'compile: first iteration' in log_text(boosted)
+
+
+def test_scoped_compile_compiles_only_the_named_modules_in_place(tmp_path):
+    model = dict(type='ToyConvRegressor')
+    # aot_eager: dynamo's graph capture and AOTAutograd's joint graph with eager kernels
+    # (what scoping changes); inductor's kernels are the whole-model test's subject
+    spec = "compile=img_backbone:backend='aot_eager'"
+    base, base_loss = train_toy(tmp_path / 'base', model=model, optim_wrapper=ADAMW)
+    boosted, loss = train_toy(tmp_path / 'compiled', [spec], model=model, optim_wrapper=ADAMW)
+    assert not boosted.cfg.get('compile')  # mmengine's whole-model route stays off
+    assert is_compiled_module(boosted.model.img_backbone)
+    assert not is_compiled_module(boosted.model.head)
+    assert "compiled ['img_backbone']" in get_boost('compile').verify(
+        boosted, modules='img_backbone')
+    # parameter names (and so checkpoints) are unchanged: no '_orig_mod.' prefix
+    assert boosted.model.state_dict().keys() == base.model.state_dict().keys()
+    torch.testing.assert_close(loss, base_loss, rtol=1e-6, atol=1e-7)
+    assert_params_close(params_of(base), params_of(boosted), rtol=1e-6)
+
+
+@pytest.mark.parametrize('cfg_extra, boost, match', [
+    ({}, 'compile=backbone', r"no \['img_backbone', 'img_neck'\]"),
+    ({'compile': True}, 'compile=net', 'already compiles the whole train_step'),
+    ({}, 'compile:fullgraph_please=True', 'unknown torch.compile option'),
+])
+def test_compile_refuses(tmp_path, cfg_extra, boost, match):
+    with pytest.raises(ValueError, match=match):
+        apply_boosts(Config(toy_config(str(tmp_path), **cfg_extra)), [boost])
+
+
+def test_scoped_compile_names_a_missing_module_before_training(tmp_path):
+    cfg = apply_boosts(Config(toy_config(str(tmp_path))), ['compile=img_backbone'])
+    runner = runner_from_cfg(cfg)
+    with pytest.raises(ValueError, match=r"ToyRegressor has no submodule 'img_backbone' "
+                                         r"\(its children: \['data_preprocessor', 'net'\]\)"):
+        runner.train()
+    assert runner.iter == 0
