@@ -181,7 +181,8 @@ for i, _ in enumerate(loader):
 '''
 
 
-@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=['SIGKILL', 'SIGTERM', 'SIGINT'])
 def test_main_process_death_leaves_no_worker_and_no_mapping(tmp_path, sig):
     script = tmp_path / 'run.py'
     script.write_text(textwrap.dedent(CHILD.format(root=str(ROOT))))
