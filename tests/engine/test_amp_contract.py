@@ -172,6 +172,18 @@ def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
         runner.train()
         return runner.optim_wrapper, rec.lrs
 
+    # one step, and it overflows: skipped=1, applied=0, the warmup LR has not moved
+    single = apply_boosts(Config(toy_config(str(tmp_path / 'one'), max_iters=1, lr=0.05,
+                                            param_scheduler=warmup)),
+                          {'amp': dict(dtype='fp16', loss_scale=512.0)})
+    runner = runner_from_cfg(single)
+    runner.register_hook(InfGradAt([0]))
+    runner.train()
+    wrapper = runner.optim_wrapper
+    assert (wrapper.skipped_steps, wrapper.applied_steps) == (1, 0)
+    assert runner.param_schedulers[0].last_step == 0
+    assert wrapper.param_groups[0]['lr'] == pytest.approx(0.05 * 0.2)  # still the first LR
+
     clean, clean_lrs = run('clean', [])
     wrapper, lrs = run('bad', [2])
     assert (wrapper.skipped_steps, wrapper.applied_steps) == (1, 4)
