@@ -1,9 +1,13 @@
-"""Train step: the toy task and the tiny PETRv2 config, one optimizer step each.
+"""Train step with and without each exact boost that changes it, side by side in one run.
 
-Run: ``pytest benchmarks/test_bench_train.py`` (toy: seconds; tiny PETRv2:
-about a minute on 2 CPU cores, needs mmdet3d). The batch is loaded once and
-reused, so this times model + optimizer only (the data path is
-``test_bench_data.py``).
+Run: ``pytest benchmarks/test_bench_train.py`` (toy: about a minute; the tiny
+PETRv2 pair: a few minutes on 2 CPU cores, needs mmdet3d). Each test times
+interleaved runs of the same config without and with the boost and asserts
+on the ratio, so a shared machine's drift cancels. The boosts come from the
+registry: every exact boost that applies without a value and changes the
+optimizer wrapper, the model or compilation. Limits are CPU figures of this
+kind of machine; GPU speedups (amp's 1.5-2x on tensor cores) are not measured
+here.
 """
 from __future__ import annotations
 
@@ -12,11 +16,80 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmengine.config import Config
+
 import bevboost  # noqa: F401
+from bevboost.boosts import apply_boosts, available_boosts
+from bevboost.profiling.boosts import TOOLING_BOOSTS
+from bevboost.profiling.side_by_side import interleaved_ratio, iter_time_s
+from bevboost.profiling.toy_bench import toy_bench_config
 from bevboost.runner_utils import build_runner, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
+#: config keys through which a boost changes the train step
+STEP_KEYS = ('optim_wrapper', 'model', 'compile')
+#: boosted / plain CPU seconds per toy iteration that count as a regression. Default: the
+#: boost must not cost more than 15% (fused-optim, compile measured <= 1.0x). amp autocasts
+#: to bfloat16 on a CPU without bf16 units (measured ~1.1x-1.6x); nan-guard's finiteness
+#: check over every gradient is a real cost on a toy step this small (measured 1.2x-1.3x)
+RATIO_LIMITS = {'amp': 2.5, 'nan-guard': 1.6}
+DEFAULT_LIMIT = 1.15
+#: boosts whose runs take long to set up (torch.compile compiles in every fresh runner)
+SLOW_BOOSTS = {'compile'}
+
+
+def _toy(tmp_path, boosts: list[str]) -> dict:
+    cfg = toy_bench_config(str(tmp_path), decode_work=0, num_workers=0, max_iters=20,
+                           batch_size=32)
+    # a step of ~8 ms of CPU, the order of a small GPU step
+    cfg['model'] = dict(type='ToyRegressor', in_features=256, hidden=2048)
+    cfg['train_dataloader']['dataset']['in_features'] = 256
+    cfg['default_hooks']['logger'] = dict(type='LoggerHook', interval=10)
+    if boosts:
+        cfg = apply_boosts(Config(cfg), boosts).to_dict()
+    return cfg
+
+
+def step_boosts() -> list:
+    """Exact, runnable boosts that change the train step and apply to the toy as they are."""
+    params = []
+    for name, boost in available_boosts().items():
+        card = boost.card
+        if name in TOOLING_BOOSTS or not card.exact or boost.unavailable_reason():
+            continue
+        if not any(key.split('.')[0] in STEP_KEYS for key in card.changes):
+            continue
+        try:  # accum needs a value, lr-scale a reference batch: not a plain switch
+            _toy('unused', [name])  # builds the config only
+        except (TypeError, ValueError):
+            continue
+        marks = [pytest.mark.slow] if name in SLOW_BOOSTS else []
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_step_boosts_found():
+    assert {'amp', 'nan-guard'} <= {p.values[0] for p in step_boosts()}
+
+
+@pytest.mark.parametrize('boost', step_boosts())
+def test_toy_step_with_and_without(benchmark, tmp_path, one_thread, boost):
+    ratio, ratios = interleaved_ratio(
+        lambda: iter_time_s(_toy(tmp_path, []), quantile=0.5, cpu=True),
+        lambda: iter_time_s(_toy(tmp_path, [boost]), quantile=0.5, cpu=True), pairs=2)
+    benchmark.extra_info.update(boosted_over_plain=ratio, ratios=ratios)
+    benchmark.pedantic(iter_time_s, args=(_toy(tmp_path, [boost]),), rounds=1, iterations=1)
+    limit = RATIO_LIMITS.get(boost, DEFAULT_LIMIT)
+    assert ratio < limit, f'{boost} makes the toy step {ratio:.2f}x ({ratios}), limit {limit}x'
 
 
 def _step_fn(runner):
@@ -29,25 +102,32 @@ def _step_fn(runner):
     return step
 
 
-def test_toy_train_step(benchmark, tmp_path):
-    from bevboost.profiling.toy_bench import toy_bench_config
-    torch.manual_seed(0)
-    runner = build_runner(toy_bench_config(str(tmp_path), batch_size=32), [])
-    benchmark(_step_fn(runner))
-
-
 @pytest.mark.mmdet3d
 @pytest.mark.slow
-@pytest.mark.parametrize('boost', ['baseline', 'amp'])
-def test_tiny_petrv2_train_step(benchmark, tmp_path_factory, boost):
+def test_tiny_petrv2_step_amp_side_by_side(benchmark, tmp_path_factory):
+    import time
     from bevboost.data.synth import synthesize_nuscenes
     root = synthesize_nuscenes(tmp_path_factory.mktemp('nus'), scenes=2, samples_per_scene=2,
                                image_size=(256, 704), lidar_sweeps=0)
-    cfg = load_config(TINY)
-    cfg.train_dataloader.dataset.data_root = str(root) + '/'
-    cfg.train_dataloader.num_workers = 0
-    cfg.train_dataloader.persistent_workers = False
-    cfg.default_hooks.pop('visualization', None)
-    torch.manual_seed(0)
-    runner = build_runner(cfg, [] if boost == 'baseline' else [boost], tmp_path_factory.mktemp('w'))
-    benchmark.pedantic(_step_fn(runner), rounds=3, iterations=1, warmup_rounds=1)
+    steps = {}
+    for boost in ('baseline', 'amp'):
+        cfg = load_config(TINY)
+        cfg.train_dataloader.dataset.data_root = str(root) + '/'
+        cfg.train_dataloader.num_workers = 0
+        cfg.train_dataloader.persistent_workers = False
+        cfg.default_hooks.pop('visualization', None)
+        torch.manual_seed(0)
+        runner = build_runner(cfg, [] if boost == 'baseline' else [boost],
+                              tmp_path_factory.mktemp('w'))
+        steps[boost] = _step_fn(runner)
+        steps[boost]()  # warm-up
+    times = {'baseline': [], 'amp': []}
+    for order in (('baseline', 'amp'), ('amp', 'baseline'), ('baseline', 'amp')):
+        for name in order:
+            t0 = time.process_time()
+            steps[name]()
+            times[name].append(time.process_time() - t0)
+    ratio = sorted(a / b for a, b in zip(times['amp'], times['baseline']))[1]
+    benchmark.extra_info.update(amp_over_baseline_cpu=ratio, times=times)
+    benchmark.pedantic(steps['amp'], rounds=1, iterations=1)
+    assert ratio < RATIO_LIMITS['amp'], f'amp makes the tiny PETRv2 step {ratio:.2f}x'

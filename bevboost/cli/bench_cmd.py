@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from bevboost.cli import checks
-from bevboost.cli.checks import MAX_COUNT
+from bevboost.cli.checks import MAX_COUNT, int_range
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         f'replay, always added). Default: {DEFAULT_VARIANTS}')
     p.add_argument('--iters', type=int, default=20, help='measured iterations per run (20)')
     p.add_argument('--warmup', type=int, default=5, help='warm-up iterations, not measured (5)')
-    p.add_argument('--repeats', type=int, default=2, help='runs per variant, interleaved (2)')
+    p.add_argument('--repeats', type=int, default=3,
+                   help='runs per variant, interleaved; medians and min-max spreads (3)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='bench_out',
                    help='report directory (bench_out): report.json, report.md, *.png, runs/')
     p.add_argument('--no-ceiling', action='store_true', help='skip the data-free ceiling run')
+    p.add_argument('--threads', type=int_range(0, 1024), default=0,
+                   help='torch threads of each run\'s main process (0: cores minus loader '
+                        'workers, at least 1; workers run 1 thread each)')
+    p.add_argument('--trace-iters', type=int_range(0, 100), default=2,
+                   help='iterations the first baseline run profiles after its measured ones: '
+                        'trace.json + tb_profiler/ in --out (2; 0: no trace)')
     p.add_argument('--timeout', type=float, default=900.0,
                    help='seconds per run (900)')
     p.set_defaults(func=run)
@@ -126,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
     from bevboost.profiling.bench import check_out_dir, run_bench
     from bevboost.profiling.report import write_report
 
-    variants = _checked_variants(args)
     check_out_name(args.out)
+    checks.check_dir_arg(args.out, '--out')
+    variants = _checked_variants(args)
     out = check_out_dir(args.out)
     config = Path(args.config) if args.config is not None else _default_config(out)
 
@@ -141,13 +149,18 @@ def run(args: argparse.Namespace) -> int:
 
         report = run_bench(config, variants, iters=args.iters, warmup=args.warmup,
                            repeats=args.repeats, out=out, seed=args.seed,
-                           timeout=args.timeout, progress=progress)
+                           timeout=args.timeout, threads=args.threads,
+                           trace_iters=args.trace_iters, progress=progress)
     files = write_report(report, out)
     for row in report['variants']:
         if row['status'] == 'ok':
+            speedup, verdict = row['speedup'], row.get('verdict') or {}
+            spread = (f" ({speedup['min']:.2f}-{speedup['max']:.2f})"
+                      if speedup['median'] is not None and row['repeats'] > 1 else '')
             print(f"{row['name']:>16}: {row['samples_per_s']['median']:8.2f} samples/s  "
-                  f"speedup {row['speedup']['median'] or 0:.2f}x  "
-                  f"stall {100 * (row['stall_share'] or 0):.0f}%")
+                  f"speedup {speedup['median'] or 0:.2f}x{spread}  "
+                  f"stall {100 * (row['stall_share']['median'] or 0):.0f}%"
+                  + ('  data-bound' if verdict.get('data_bound') else ''))
         else:
             print(f"{row['name']:>16}: {row['status']}: {row['reason']}")
     print('report:', ', '.join(str(p) for p in files.values()))

@@ -5,8 +5,10 @@ Variants are ``baseline`` (the config as is), a boost ``name`` or
 exact boost that can run here) and ``ceiling`` (the baseline with its batches
 replayed from memory: the data-free upper bound, added automatically unless
 ``ceiling=False``). Repeats are interleaved (baseline, amp, ..., baseline,
-amp, ...) so slow drift of a shared machine hits every variant alike.
-Variants that cannot run here are reported with the reason, never dropped.
+amp, ...) so slow drift of a shared machine hits every variant alike; every
+figure is a median over repeats with its min-max spread. Variants that cannot
+run here are reported with the reason, never dropped. The first baseline run
+profiles a few iterations after its measured ones (Chrome trace + TensorBoard).
 """
 from __future__ import annotations
 
@@ -14,21 +16,26 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bevboost.boosts import available_boosts, get_boost, parse_variant
 from bevboost.profiling.boosts import TOOLING_BOOSTS
+from bevboost.profiling.verdict import analyse
 
 logger = logging.getLogger(__name__)
 
 BASELINE, CEILING, ALL = 'baseline', 'ceiling', 'all'
 #: batches the ceiling run caches and replays
 REPLAY_BATCHES = 4
+#: bench processes start with these at one thread; loader workers inherit them
+ONE_THREAD_ENV = {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 
 
 @dataclasses.dataclass
@@ -139,7 +146,8 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 def _run_one(config: Path, variant: Variant, repeat: int, *, iters: int, warmup: int,
-             seed: int, out: Path, timeout: float) -> dict:
+             seed: int, out: Path, timeout: float, threads: int = 0,
+             trace_iters: int = 0) -> dict:
     slug = variant.name.replace('=', '-').replace('+', '_').replace('/', '_')
     run_dir = out / 'runs' / f'{slug}_r{repeat}'
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +155,9 @@ def _run_one(config: Path, variant: Variant, repeat: int, *, iters: int, warmup:
     cmd = [sys.executable, '-m', 'bevboost.profiling.bench_worker', '--config', str(config),
            '--specs', json.dumps(variant.specs), '--iters', str(iters),
            '--warmup', str(warmup), '--seed', str(seed), '--replay', str(variant.replay),
-           '--work-dir', str(run_dir / 'work_dir'), '--out', str(result_file)]
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+           '--work-dir', str(run_dir / 'work_dir'), '--out', str(result_file),
+           '--threads', str(threads), '--trace-iters', str(trace_iters)]
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **ONE_THREAD_ENV)
     with open(run_dir / 'log.txt', 'w') as log:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -163,36 +172,108 @@ def _run_one(config: Path, variant: Variant, repeat: int, *, iters: int, warmup:
 
 def run_bench(config: str | Path, variants: list[Variant], *, iters: int, warmup: int,
               repeats: int, out: str | Path, seed: int = 0, timeout: float = 900.0,
+              threads: int = 0, trace_iters: int = 2,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every available variant ``repeats`` times (interleaved); build the report dict."""
-    for name, value, low in (('iters', iters, 1), ('warmup', warmup, 0), ('repeats', repeats, 1)):
+    """Run every available variant ``repeats`` times (interleaved); build the report dict.
+
+    Args:
+        threads: main-process torch threads per run (0: cores - loader workers).
+        trace_iters: iterations the first baseline run profiles after its
+            measured ones (0: no trace).
+    """
+    for name, value, low in (('iters', iters, 1), ('warmup', warmup, 0), ('repeats', repeats, 1),
+                             ('threads', threads, 0), ('trace_iters', trace_iters, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
     config = Path(config)
     if not config.is_file():
         raise FileNotFoundError(f'config file not found: {config}')
     out = check_out_dir(out)
+    started = time.perf_counter()
     runnable = [v for v in variants if v.reason is None]
     for v in variants:
         if v.reason is not None:
             logger.warning('variant %s cannot run here: %s', v.name, v.reason)
     for r in range(repeats):
         for v in runnable:
+            traced = trace_iters if (r == 0 and v.name == BASELINE) else 0
             result = _run_one(config, v, r, iters=iters, warmup=warmup, seed=seed,
-                              out=out, timeout=timeout)
+                              out=out, timeout=timeout, threads=threads, trace_iters=traced)
             if progress is not None:  # called once per finished run
                 progress(f'{v.name} (repeat {r + 1}/{repeats}): {result.get("status")}')
             if result.get('status') != 'ok':
                 logger.warning('variant %s repeat %d failed: %s', v.name, r,
                                result.get('error', '')[:300])
             v.runs.append(result)
-    return build_report(str(config), variants, iters=iters, warmup=warmup,
-                        repeats=repeats, seed=seed)
+    report = build_report(str(config), variants, iters=iters, warmup=warmup,
+                          repeats=repeats, seed=seed)
+    report['trace'] = collect_trace(variants, out)
+    report['settings'].update(bench_wall_s=time.perf_counter() - started, threads=threads,
+                              trace_iters=trace_iters)
+    return report
 
 
-def _median(values: list[float | None]) -> float | None:
+def collect_trace(variants: list[Variant], out: Path) -> dict[str, Any] | None:
+    """Copy the profiled run's Chrome trace and TensorBoard run into ``out``."""
+    for v in variants:
+        for run in v.runs:
+            trace = run.get('trace') if run.get('status') == 'ok' else None
+            if not trace:
+                continue
+            chrome = [f for f in trace['files'] if f.endswith('.json')]
+            result: dict[str, Any] = {'variant': v.name, 'chrome': None, 'tensorboard': None}
+            if chrome:
+                shutil.copyfile(chrome[-1], out / 'trace.json')
+                result['chrome'] = 'trace.json'
+            if trace.get('tb_run_dir') and Path(trace['tb_run_dir']).is_dir():
+                dest = out / 'tb_profiler' / Path(trace['tb_run_dir']).name
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(trace['tb_run_dir'], dest)
+                result['tensorboard'] = 'tb_profiler'
+            return result
+    return None
+
+
+def spread(values: list[float | None]) -> dict[str, Any]:
+    """Median, min and max over repeats (None where no repeat had the figure)."""
     vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
+    if not vals:
+        return {'median': None, 'min': None, 'max': None, 'runs': []}
+    return {'median': statistics.median(vals), 'min': min(vals), 'max': max(vals),
+            'runs': vals}
+
+
+def _get(run: dict, *keys: str) -> Any:
+    """``run[k1][k2]...`` or None when any level is missing."""
+    value: Any = run
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else 1e3 * value
+
+
+#: figure in the report -> where it sits in one run's result (per-iteration means, so that
+#: iteration = data wait + compute holds within a run, as samples/s = samples / wall clock)
+RUN_FIGURES: dict[str, Callable[[dict], Any]] = {
+    'samples_per_s': lambda r: r.get('samples_per_s'),
+    'iter_time_ms': lambda r: _get(r, 'iter_time_ms', 'mean'),
+    'data_wait_ms': lambda r: _get(r, 'data_wait_ms', 'mean'),
+    'compute_ms': lambda r: _get(r, 'compute_ms', 'mean'),
+    'train_step_ms': lambda r: _get(r, 'train_step_ms', 'mean'),
+    'stall_share': lambda r: r.get('stall_share'),
+    'data_cpu_ms_per_sample': lambda r: _ms(_get(r, 'cpu', 'data_s_per_sample')),
+    'worker_cpu_ms_per_sample': lambda r: _ms(_get(r, 'cpu', 'worker_s_per_sample')),
+    'main_cpu_ms_per_sample': lambda r: _ms(_get(r, 'cpu', 'main_outside_step_s_per_sample')),
+    'step_cores': lambda r: _get(r, 'cpu', 'step_cores'),
+    'gpu_util_pct': lambda r: _get(r, 'gpu', 'util_mean_pct'),
+    'gpu_mem_peak_mb': lambda r: _get(r, 'gpu', 'mem_peak_mb'),
+    'cuda_alloc_peak_mb': lambda r: _get(r, 'peak_mem', 'cuda_alloc_mb'),
+    'host_rss_peak_mb': lambda r: _get(r, 'peak_mem', 'host_rss_mb'),
+    'worker_cpu_cores': lambda r: _get(r, 'data_pipeline', 'worker_cpu_cores'),
+}
 
 
 def _aggregate(v: Variant, base_tput: list[float | None]) -> dict[str, Any]:
@@ -204,33 +285,26 @@ def _aggregate(v: Variant, base_tput: list[float | None]) -> dict[str, Any]:
     if not ok:
         errors = [r.get('error', 'unknown error') for r in v.runs]
         return {**entry, 'status': 'failed', 'reason': errors[0] if errors else 'did not run'}
-    tput = [r['samples_per_s'] for r in ok]
+    # speedup per repeat: this variant over the baseline run of the same repeat
     ratios = [r['samples_per_s'] / b for r, b in zip(v.runs, base_tput)
               if r.get('status') == 'ok' and r.get('samples_per_s') and b]
     first = ok[0]
     pipeline = first.get('data_pipeline') or {}
     return {
         **entry, 'status': 'ok', 'repeats': len(ok), 'failed_repeats': len(v.runs) - len(ok),
-        'samples_per_s': {'median': _median(tput), 'min': min(tput), 'max': max(tput),
-                          'runs': tput},
-        'speedup': {'median': _median(ratios), 'min': min(ratios, default=None),
-                    'max': max(ratios, default=None)},
-        'iter_time_ms': _median([r['iter_time_ms']['median'] for r in ok]),
-        'data_wait_ms': _median([r['data_wait_ms']['median'] for r in ok]),
-        'compute_ms': _median([r['compute_ms']['median'] for r in ok]),
-        'stall_share': _median([r['stall_share'] for r in ok]),
-        'gpu_util_pct': _median([r['gpu']['util_mean_pct'] for r in ok]),
-        'gpu_state': first['gpu']['state'], 'gpu_reason': first['gpu']['reason'],
-        'gpu_mem_peak_mb': _median([r['gpu']['mem_peak_mb'] for r in ok]),
-        'cuda_alloc_peak_mb': _median([r['peak_mem']['cuda_alloc_mb'] for r in ok]),
-        'host_rss_peak_mb': _median([r['peak_mem']['host_rss_mb'] for r in ok]),
-        'worker_cpu_cores': _median([(r.get('data_pipeline') or {}).get('worker_cpu_cores')
-                                     for r in ok]),
-        'hook_overhead_share': _median([r.get('hook_overhead_share') for r in ok]),
+        **{name: spread([get(r) for r in ok]) for name, get in RUN_FIGURES.items()},
+        'speedup': spread(ratios),
+        'per_repeat_samples_per_s': [r.get('samples_per_s') if r.get('status') == 'ok'
+                                     else None for r in v.runs],
+        'batch_size': first.get('batch_size'),
+        'cores_available': _get(first, 'cpu', 'cores_available'),
+        'gpu_state': _get(first, 'gpu', 'state'), 'gpu_reason': _get(first, 'gpu', 'reason'),
         'num_workers': first.get('num_workers'),
+        'threads': first.get('threads'),
         'applied': first.get('applied'),
         'stages': pipeline.get('stages', {}),
         'curves': first.get('curves', {}),
+        'wall_s': spread([r.get('wall_s') for r in ok]),
     }
 
 
@@ -251,18 +325,7 @@ def build_report(config: str, variants: list[Variant], *, iters: int, warmup: in
     base_tput = [r.get('samples_per_s') if r.get('status') == 'ok' else None
                  for r in (base.runs if base else [])]
     rows = [_aggregate(v, base_tput) for v in variants]
-    by_name = {r['name']: r for r in rows}
-    ceiling = by_name.get(CEILING)
-    base_row = by_name.get(BASELINE)
-    gap = None
-    if ceiling and base_row and ceiling['status'] == base_row['status'] == 'ok':
-        gap = {'baseline_share_of_ceiling': base_row['samples_per_s']['median']
-               / ceiling['samples_per_s']['median'],
-               'ceiling_samples_per_s': ceiling['samples_per_s']['median']}
-        for row in rows:
-            if row['status'] == 'ok':
-                row['share_of_ceiling'] = (row['samples_per_s']['median']
-                                           / ceiling['samples_per_s']['median'])
+    analysis = analyse(rows)
     return {
         'config': config,
         'settings': {'iters': iters, 'warmup': warmup, 'repeats': repeats, 'seed': seed,
@@ -275,5 +338,6 @@ def build_report(config: str, variants: list[Variant], *, iters: int, warmup: in
                         if r['status'] == 'unavailable'],
         'failed': [{'name': r['name'], 'reason': r['reason']} for r in rows
                    if r['status'] == 'failed'],
-        'ceiling': gap,
+        'ceiling': analysis['ceiling'],
+        'data_path': analysis['data_path'],
     }

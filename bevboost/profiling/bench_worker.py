@@ -3,6 +3,12 @@
 ``bevboost bench`` starts ``python -m bevboost.profiling.bench_worker`` once
 per (variant, repeat) so no variant inherits another's warm caches, worker
 pools or allocator state. Every run uses the same config, data and seed.
+
+Threads: loader workers run one thread each (torch's default in workers; the
+bench starts this process with OMP/OpenBLAS/MKL at one thread, which workers
+inherit); the main process gets ``cores - num_workers`` torch threads (at
+least one) unless ``--threads`` says otherwise, so workers and the train step
+do not oversubscribe the machine.
 """
 from __future__ import annotations
 
@@ -46,21 +52,45 @@ def prepare_bench_config(cfg: Any, *, iters: int, warmup: int, seed: int, work_d
     return cfg
 
 
+def main_threads(num_workers: int, cores: int) -> int:
+    """Torch threads for the main process: the cores the workers leave free, at least one."""
+    return max(1, cores - num_workers)
+
+
 def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed: int,
-                work_dir: str, replay: int = 0) -> dict[str, Any]:
-    """Train ``iters + warmup`` iterations with ``specs`` applied; return the summary."""
+                work_dir: str, replay: int = 0, threads: int = 0,
+                trace_iters: int = 0) -> dict[str, Any]:
+    """Train ``warmup + iters`` measured iterations with ``specs`` applied; return the summary.
+
+    Args:
+        threads: main-process torch threads (0: :func:`main_threads`).
+        trace_iters: profile this many iterations after the measured ones
+            (one profiler warm-up step first); 0: no trace.
+    """
+    import torch
+
     import bevboost  # noqa: F401  (registers hooks and boosts)
-    from bevboost.boosts import apply_boosts
-    from bevboost.profiling.stall_hook import StallMonitorHook
+    from bevboost.boosts import apply_boosts, parse_variant
+    from bevboost.profiling.stall_hook import StallMonitorHook, available_cores
     from bevboost.runner_utils import load_config, runner_from_cfg
 
     cfg = load_config(config)
-    cfg = apply_boosts(cfg, list(specs) + [f'measure={warmup}'])
-    cfg = prepare_bench_config(cfg, iters=iters, warmup=warmup, seed=seed, work_dir=work_dir)
+    wanted = dict(parse_variant(spec) for spec in specs)
+    wanted['measure'] = dict(warmup_iters=warmup, measure_iters=iters)
+    tail = 0
+    if trace_iters:
+        wanted['profile'] = dict(skip_first=warmup + iters, wait=0, warmup=1, active=trace_iters)
+        tail = 1 + trace_iters
+    cfg = apply_boosts(cfg, wanted)
+    cfg = prepare_bench_config(cfg, iters=iters + tail, warmup=warmup, seed=seed,
+                               work_dir=work_dir)
     if replay:
         hooks = list(cfg.get('custom_hooks') or [])
         hooks.append(dict(type='ReplayDataHook', num_batches=replay))
         cfg.custom_hooks = hooks
+    num_workers = int(cfg.train_dataloader.get('num_workers', 0) or 0)
+    cores = available_cores()
+    torch.set_num_threads(threads or main_threads(num_workers, cores))
     runner = runner_from_cfg(cfg)
     start = time.perf_counter()
     runner.train()
@@ -69,7 +99,14 @@ def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed:
     summary = dict(hook.summary or {})
     summary['wall_s'] = wall
     summary['applied'] = list(cfg.get('bevboost_applied') or [])
-    summary['num_workers'] = cfg.train_dataloader.get('num_workers', 0)
+    summary['num_workers'] = num_workers
+    summary['threads'] = {'main': torch.get_num_threads(), 'per_worker': 1,
+                          'workers': num_workers, 'cores': cores,
+                          'policy': 'given' if threads else 'cores - workers'}
+    if trace_iters:
+        from bevboost.profiling.profiler_hook import TorchProfilerHook
+        prof = next(h for h in runner.hooks if isinstance(h, TorchProfilerHook))
+        summary['trace'] = {'files': list(prof.trace_files), 'tb_run_dir': prof.run_dir}
     return summary
 
 
@@ -81,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, required=True)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--replay', type=int, default=0, help='cache N batches and replay')
+    parser.add_argument('--threads', type=int, default=0, help='main torch threads (0: auto)')
+    parser.add_argument('--trace-iters', type=int, default=0,
+                        help='profile N iterations after the measured ones')
     parser.add_argument('--work-dir', required=True)
     parser.add_argument('--out', required=True, help='result JSON path')
     args = parser.parse_args(argv)
@@ -88,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_variant(args.config, json.loads(args.specs), iters=args.iters,
                              warmup=args.warmup, seed=args.seed, work_dir=args.work_dir,
-                             replay=args.replay)
+                             replay=args.replay, threads=args.threads,
+                             trace_iters=args.trace_iters)
         result['status'] = 'ok'
         code = 0
     except Exception as exc:  # reported in the bench report, never dropped

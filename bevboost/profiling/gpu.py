@@ -136,6 +136,7 @@ class GpuSampler:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
+        """Aggregates over the samples since the last :meth:`reset`."""
         util, mem = list(self._util), list(self._mem)
         return {
             'state': self.state,
@@ -144,9 +145,24 @@ class GpuSampler:
             'samples': len(util),
             'util_mean_pct': statistics.fmean(util) if util else None,
             'util_median_pct': statistics.median(util) if util else None,
+            'util_p10_pct': _percentile(util, 10),
+            'util_p90_pct': _percentile(util, 90),
+            'util_max_pct': max(util) if util else None,
+            'mem_mean_mb': statistics.fmean(mem) / 2 ** 20 if mem else None,
             'mem_peak_mb': max(mem) / 2 ** 20 if mem else None,
             'mem_total_mb': self._total_mem / 2 ** 20 if self._total_mem else None,
         }
+
+
+def _percentile(values: list[float], pct: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default method), None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * pct / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def wait_for_samples(sampler: GpuSampler, count: int, timeout: float = 5.0) -> bool:

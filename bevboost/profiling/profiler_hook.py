@@ -15,7 +15,9 @@ Stock ``ProfilerHook`` problems this subclass fixes (it still builds the
   ``tensorboard --logdir work_dir/tb_profiler`` at it), and a copy of the
   Chrome trace lands at ``log_dir/trace.json`` (chrome://tracing, Perfetto).
 * no iteration markers -> every profiled step is a ``train_step``
-  ``record_function`` range, and an NVTX range on GPU (for Nsight Systems).
+  ``record_function`` range, and an NVTX range on GPU (for Nsight Systems);
+  every ``next()`` on the train loader is a ``data_loading`` range, so the
+  trace shows the main process waiting for batches next to the step.
 """
 from __future__ import annotations
 
@@ -29,7 +31,32 @@ import torch
 from mmengine.hooks import ProfilerHook
 from mmengine.registry import HOOKS
 
+from bevboost.profiling.loop_timing import wrap_loop_batches
+
 logger = logging.getLogger(__name__)
+
+#: ``record_function`` range names in the trace
+STEP_RANGE, DATA_RANGE = 'train_step', 'data_loading'
+
+
+class RangedIterator:
+    """Proxy around a batch iterator: each ``next`` is a ``record_function`` range."""
+
+    def __init__(self, inner: Any, name: str = DATA_RANGE) -> None:
+        self.inner = inner
+        self.name = name
+
+    def __iter__(self) -> 'RangedIterator':
+        return self
+
+    def __next__(self) -> Any:
+        with torch.profiler.record_function(self.name):
+            return next(self.inner)
+
+    def __getattr__(self, item: str) -> Any:
+        if item in ('inner', 'name'):
+            raise AttributeError(item)
+        return getattr(self.inner, item)
 
 
 def _positive_int(name: str, value: Any, minimum: int = 0) -> int:
@@ -80,6 +107,7 @@ class TorchProfilerHook(ProfilerHook):
         self._steps = 0
         self._range: Any = None
         self._run_dir = ''
+        self.run_dir = ''  # the TensorBoard run directory, once training started
         self._log_dir = ''
 
     def before_run(self, runner) -> None:
@@ -91,6 +119,7 @@ class TorchProfilerHook(ProfilerHook):
         base = self.tb_dir if os.path.isabs(self.tb_dir) else os.path.join(
             runner.work_dir, self.tb_dir)
         self._run_dir = os.path.join(base, runner.timestamp)
+        self.run_dir = self._run_dir
         self._log_dir = runner.log_dir
         os.makedirs(self._run_dir, exist_ok=True)
         self._handler = torch.profiler.tensorboard_trace_handler(self._run_dir)
@@ -110,10 +139,14 @@ class TorchProfilerHook(ProfilerHook):
             self.trace_files.append(dest)
         logger.info('profiler trace written: %s', ', '.join(new) or '(nothing)')
 
+    def before_train(self, runner) -> None:
+        # VERY_LOW priority: runs after hooks that replace the loop's batches (replay)
+        wrap_loop_batches(runner.train_loop, RangedIterator)
+
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         if self._closed:
             return
-        self._range = torch.profiler.record_function('train_step')
+        self._range = torch.profiler.record_function(STEP_RANGE)
         self._range.__enter__()
         if self.nvtx:
             torch.cuda.nvtx.range_push(f'train_step {runner.iter}')

@@ -2,6 +2,7 @@
 
 Exact optimizations and accuracy-trading ones get separate tables: a speedup
 that changes the training math is not comparable with one that does not.
+Every figure is the median over repeats with its min–max spread.
 """
 from __future__ import annotations
 
@@ -21,37 +22,95 @@ def _fmt(value: Any, spec: str = '.1f', scale: float = 1.0, suffix: str = '') ->
     return f'{value * scale:{spec}}{suffix}'
 
 
-def _speedup(row: dict) -> str:
-    s = row.get('speedup') or {}
-    if s.get('median') is None:
+def _ms(fig: dict | None) -> str:
+    """Milliseconds with precision that suits their size (toy steps are ~1 ms, PETRv2's ~1 s)."""
+    value = (fig or {}).get('median')
+    spec = '.2f' if value is not None and abs(value) < 10 else '.0f'
+    return _sp(fig, spec)
+
+
+def _sp(fig: dict | None, spec: str = '.1f', scale: float = 1.0, suffix: str = '') -> str:
+    """``median (min–max)`` of a spread; the median alone when there is one repeat."""
+    if not fig or fig.get('median') is None:
         return '–'
-    if row.get('repeats', 1) > 1:
-        return f"{s['median']:.2f}x ({s['min']:.2f}–{s['max']:.2f})"
-    return f"{s['median']:.2f}x"
+    med = _fmt(fig['median'], spec, scale, suffix)
+    if fig.get('min') is None or fig['min'] == fig['max']:
+        return med
+    return f"{med} ({_fmt(fig['min'], spec, scale)}–{_fmt(fig['max'], spec, scale, suffix)})"
+
+
+def _mem(r: dict) -> str:
+    return _sp(r.get('cuda_alloc_peak_mb'), '.0f') + ' CUDA' \
+        if (r.get('cuda_alloc_peak_mb') or {}).get('median') is not None \
+        else _sp(r.get('host_rss_peak_mb'), '.0f') + ' host'
 
 
 def _gpu(row: dict) -> str:
-    if row.get('gpu_util_pct') is not None:
-        return f"{row['gpu_util_pct']:.0f}%"
+    if (row.get('gpu_util_pct') or {}).get('median') is not None:
+        return _sp(row['gpu_util_pct'], '.0f', suffix='%')
     return row.get('gpu_state') or '–'
 
 
 def _table(rows: list[dict]) -> list[str]:
-    lines = ['| variant | boosts | samples/s (median, min–max) | speedup vs baseline '
-             '(spread) | % of ceiling | iter ms | data wait ms | compute ms | stall share '
-             '| GPU util | peak mem MB (host RSS / CUDA) | worker CPU cores |',
-             '|' + '---|' * 12]
+    lines = ['| variant | boosts | samples/s | speedup vs baseline | share of ceiling '
+             '| iteration ms (mean) | data wait ms | compute ms | train_step ms | stall share '
+             '| data CPU ms/sample | GPU util | peak mem MB |',
+             '|' + '---|' * 13]
     for r in rows:
-        t = r['samples_per_s']
-        mem = f"{_fmt(r['host_rss_peak_mb'], '.0f')} / {_fmt(r['cuda_alloc_peak_mb'], '.0f')}"
         lines.append(
-            f"| {r['name']} | {', '.join(r['boosts']) or '–'} | {t['median']:.1f} "
-            f"({t['min']:.1f}–{t['max']:.1f}) | {_speedup(r)} | "
-            f"{_fmt(r.get('share_of_ceiling'), '.0f', 100, '%')} | {_fmt(r['iter_time_ms'])} | "
-            f"{_fmt(r['data_wait_ms'])} | {_fmt(r['compute_ms'])} | "
-            f"{_fmt(r['stall_share'], '.0f', 100, '%')} | {_gpu(r)} | {mem} | "
-            f"{_fmt(r['worker_cpu_cores'], '.2f')} |")
+            f"| {r['name']} | {', '.join(r['boosts']) or '–'} | {_sp(r['samples_per_s'], '.2f')} "
+            f"| {_sp(r['speedup'], '.2f', suffix='x')} "
+            f"| {_sp(r.get('share_of_ceiling'), '.0f', 100, '%')} "
+            f"| {_ms(r['iter_time_ms'])} | {_ms(r['data_wait_ms'])} "
+            f"| {_ms(r['compute_ms'])} | {_ms(r['train_step_ms'])} "
+            f"| {_sp(r['stall_share'], '.0f', 100, '%')} "
+            f"| {_ms(r['data_cpu_ms_per_sample'])} | {_gpu(r)} | {_mem(r)} |")
     return lines
+
+
+def _verdicts(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        v = r.get('verdict')
+        if v:
+            lines.append(f"- **{r['name']}**: {v['text']}.")
+    return lines
+
+
+def _data_path(report: dict) -> list[str]:
+    dp = report.get('data_path')
+    if not dp or not dp['rows']:
+        return []
+    targets = dp['step_targets_ms']
+    head = ' | '.join(f"{t:.0f} ms step" + (' (ceiling)' if i == 0 else '')
+                      for i, t in enumerate(targets))
+    lines = ['CPU-seconds the data path spends per sample (loader workers\' process CPU time '
+             '+ the main process outside `train_step`), and from it the cores one training '
+             'process (one GPU) needs so that a step of the given length never waits: '
+             'cores = CPU s/sample x batch / step s. This holds on any machine with cores '
+             'like these; the step length is the GPU\'s.', '',
+             f'| variant | data CPU ms/sample | workers | main process | batch | {head} |',
+             '|' + '---|' * (5 + len(targets))]
+    for row in dp['rows']:
+        cores = ' | '.join(_fmt(c, '.2f') for c in row['cores_needed'])
+        lines.append(f"| {row['name']} | {_fmt(row['data_cpu_ms_per_sample'])} | "
+                     f"{_fmt(row['worker_cpu_ms_per_sample'])} | "
+                     f"{_fmt(row['main_cpu_ms_per_sample'])} | {_fmt(row['batch_size'], '.0f')} "
+                     f"| {cores} |")
+    return lines
+
+
+def _threads(rows: list[dict]) -> list[str]:
+    seen = []
+    for r in rows:
+        t = r.get('threads')
+        if not t:
+            continue
+        text = (f"{t['main']} torch thread(s) in the main process ({t['policy']}), "
+                f"{t['workers']} loader worker(s) x {t['per_worker']} thread on "
+                f"{t['cores']} cores")
+        seen.append(f"- **{r['name']}**: {text}")
+    return seen
 
 
 def _stages(rows: list[dict]) -> list[str]:
@@ -81,6 +140,36 @@ def _curves(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _trace(report: dict) -> list[str]:
+    t = report.get('trace')
+    if not t:
+        return ['No trace in this run (`--trace-iters 0`, or the profiled run failed).']
+    lines = [f"A few iterations of the first **{t['variant']}** run, profiled after its "
+             'measured ones with torch.profiler; `data_loading` ranges (the main process '
+             'in `next()` on the loader) and `train_step` ranges mark each iteration.', '']
+    if t.get('chrome'):
+        lines.append(f"- Chrome trace: [{t['chrome']}]({t['chrome']}) (chrome://tracing or "
+                     'ui.perfetto.dev)')
+    if t.get('tensorboard'):
+        lines.append(f"- TensorBoard profile: [{t['tensorboard']}/]({t['tensorboard']}/) "
+                     f"(`tensorboard --logdir {t['tensorboard']}`, needs torch-tb-profiler)")
+    return lines
+
+
+def _cost(report: dict) -> list[str]:
+    s = report['settings']
+    walls = [w for r in report['variants'] if r['status'] == 'ok'
+             for w in (r.get('wall_s') or {}).get('runs', [])]
+    if not walls:
+        return []
+    total = s.get('bench_wall_s')
+    text = (f"{len(walls)} runs, training {min(walls):.0f}–{max(walls):.0f} s each "
+            f"(median {sorted(walls)[len(walls) // 2]:.0f} s, process start-up not included)")
+    if total:
+        text += f"; the whole bench took {total:.0f} s"
+    return [text + '.']
+
+
 def markdown(report: dict) -> str:
     """The human-readable report."""
     rows = report['variants']
@@ -91,35 +180,66 @@ def markdown(report: dict) -> str:
     out = [f"# bevboost bench: `{report['config']}`", '',
            f"{s['iters']} measured iterations after {s['warmup']} warm-up, {s['repeats']} "
            f"repeat(s) interleaved, seed {s['seed']}; each run in a fresh process. "
-           f"torch {env['torch']}, {env['cpu_count']} CPUs, GPU: {env['gpu'] or 'none'}.", '',
-           f'![throughput, stall, GPU, memory]({CHART})', '']
+           f"torch {env['torch']}, {env['cpu_count']} CPUs, GPU: {env['gpu'] or 'none'}. "
+           'Figures: median over repeats (min–max).', '',
+           f'![throughput, iteration split, stall, data CPU, GPU, memory]({CHART})', '']
     gap = report.get('ceiling')
-    if gap:
+    if gap and gap.get('baseline_share_of_ceiling') is not None:
         out += [f"**Data path vs ideal:** the baseline reaches "
                 f"{100 * gap['baseline_share_of_ceiling']:.0f}% of the data-free ceiling "
-                f"({gap['ceiling_samples_per_s']:.1f} samples/s, same batches replayed from "
+                f"({gap['ceiling_samples_per_s']:.2f} samples/s, same batches replayed from "
                 f"memory).", '']
+    verdicts = _verdicts(ok)
+    if verdicts:
+        out += ['## Data-bound? (each variant against the ceiling)', ''] + verdicts + ['']
     out += ['## Exact optimizations (training math unchanged)', ''] + _table(exact) + ['']
     out += ['## Accuracy-trading optimizations', '']
     out += (_table(trading) if trading else ['None in this run.']) + ['']
+    data_path = _data_path(report)
+    if data_path:
+        out += ['## CPU cost of the data path', ''] + data_path + ['']
+    out += ['## Trace', ''] + _trace(report) + ['']
     out += ['## Not run here', '']
     skipped = report['unavailable'] + report['failed']
     out += ([f"- **{u['name']}**: {u['reason']}" for u in report['unavailable']]
             + [f"- **{u['name']}** (failed): {str(u['reason'])[:300]}" for u in report['failed']]
             if skipped else ['Every variant ran.']) + ['']
+    threads = _threads(ok)
+    if threads:
+        out += ['## Threads (chosen so workers and the train step do not oversubscribe)', ''] \
+            + threads + ['']
     stage_lines = _stages(ok)
     if stage_lines:
         out += ['## Data pipeline stages (mean per call, share of pipeline time)', ''] \
             + stage_lines + ['']
     out += ['## Training curves (first repeat)', '', f'![loss and LR]({CURVES})', ''] \
         + _curves(ok) + ['']
-    out += ['Stall share = time waiting for the next batch / iteration time. Speedup spread '
-            '= min–max over repeats of (variant / baseline of the same repeat).', '']
+    cost = _cost(report)
+    if cost:
+        out += ['## What this bench cost', ''] + cost + ['']
+    out += ['Iteration = wall clock from one `next()` on the loader to the next, every hook '
+            'included; data wait = time in `next()`; compute = iteration - data wait '
+            '(`train_step` is the step alone). Stall share = data wait / iteration. Speedup '
+            '= variant / baseline samples/s of the same repeat; share of ceiling likewise '
+            'against the ceiling run. The ceiling replays the baseline\'s batches, so for a '
+            'variant that changes the step itself (amp, ...) its gap to the ceiling also holds '
+            'that change.', '']
     return '\n'.join(out)
 
 
+def _bars(ax, names: list[str], rows: list[dict], key: str, colors: list[str],
+          scale: float = 1.0) -> list[float]:
+    """Median bars with min–max error bars; returns the medians."""
+    figs = [r.get(key) or {} for r in rows]
+    med = [scale * (f.get('median') or 0.0) for f in figs]
+    low = [scale * (f['median'] - f['min']) if f.get('min') is not None else 0.0 for f in figs]
+    high = [scale * (f['max'] - f['median']) if f.get('max') is not None else 0.0 for f in figs]
+    ax.bar(names, med, yerr=[low, high], color=colors, capsize=3)
+    return med
+
+
 def charts(report: dict, out: Path) -> list[Path]:
-    """Bar chart per metric and loss/LR curves; needs matplotlib."""
+    """One bar chart per metric (median, min–max error bars) and loss/LR curves."""
     from bevboost._optional import require
     require('matplotlib', 'the bench chart')
     import matplotlib
@@ -129,30 +249,40 @@ def charts(report: dict, out: Path) -> list[Path]:
     ok = [r for r in report['variants'] if r['status'] == 'ok']
     names = [r['name'] for r in ok]
     colors = ['tab:blue' if r['exact'] else 'tab:orange' for r in ok]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    tput = [r['samples_per_s']['median'] for r in ok]
-    err = [[t - r['samples_per_s']['min'] for t, r in zip(tput, ok)],
-           [r['samples_per_s']['max'] - t for t, r in zip(tput, ok)]]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     ax = axes[0][0]
-    ax.bar(names, tput, yerr=err, color=colors, capsize=3)
-    ax.set_title('throughput (samples/s; blue exact, orange accuracy-trading)')
+    tput = _bars(ax, names, ok, 'samples_per_s', colors)
+    ax.set_title('samples/s (blue exact, orange accuracy-trading)')
     for i, r in enumerate(ok):
-        if r['speedup']['median'] is not None:
-            ax.annotate(f"{r['speedup']['median']:.2f}x", (i, tput[i]), ha='center',
-                        va='bottom', fontsize=8)
-    axes[0][1].bar(names, [100 * (r['stall_share'] or 0) for r in ok], color=colors)
-    axes[0][1].set_title('stall share (% of iteration waiting for data)')
-    util = [r['gpu_util_pct'] for r in ok]
-    axes[1][0].bar(names, [u or 0 for u in util], color=colors)
-    axes[1][0].set_title('GPU utilization (%)' if any(u is not None for u in util)
+        sp = r['speedup']
+        if sp.get('median') is not None:
+            ax.annotate(f"{sp['median']:.2f}x\n({sp['min']:.2f}–{sp['max']:.2f})", (i, tput[i]),
+                        ha='center', va='bottom', fontsize=7)
+    ax = axes[0][1]
+    waits = [(r['data_wait_ms'] or {}).get('median') or 0.0 for r in ok]
+    computes = [(r['compute_ms'] or {}).get('median') or 0.0 for r in ok]
+    ax.bar(names, computes, color='tab:gray', label='compute')
+    ax.bar(names, waits, bottom=computes, color='tab:red', label='data wait')
+    iters = [(r['iter_time_ms'] or {}) for r in ok]
+    ax.errorbar(names, [i.get('median') or 0 for i in iters], fmt='none', ecolor='k', capsize=3,
+                yerr=[[(i.get('median') or 0) - (i.get('min') or 0) for i in iters],
+                      [(i.get('max') or 0) - (i.get('median') or 0) for i in iters]])
+    ax.set_title('iteration ms (wall clock): compute + data wait')
+    ax.legend(fontsize=7)
+    _bars(axes[0][2], names, ok, 'stall_share', colors, scale=100)
+    axes[0][2].set_title('stall share (% of iteration waiting for data)')
+    _bars(axes[1][0], names, ok, 'data_cpu_ms_per_sample', colors)
+    axes[1][0].set_title('data path CPU ms/sample (workers + main)')
+    util = [(r.get('gpu_util_pct') or {}).get('median') for r in ok]
+    _bars(axes[1][1], names, ok, 'gpu_util_pct', colors)
+    axes[1][1].set_title('GPU utilization (%)' if any(u is not None for u in util)
                          else f"GPU utilization: {ok[0]['gpu_state'] if ok else 'n/a'}")
-    mem = [r['cuda_alloc_peak_mb'] if r['cuda_alloc_peak_mb'] is not None
-           else r['host_rss_peak_mb'] for r in ok]
-    axes[1][1].bar(names, [m or 0 for m in mem], color=colors)
-    cuda = any(r['cuda_alloc_peak_mb'] is not None for r in ok)
-    axes[1][1].set_title('peak CUDA memory (MB)' if cuda else 'peak host RSS (MB)')
+    cuda = any((r.get('cuda_alloc_peak_mb') or {}).get('median') is not None for r in ok)
+    _bars(axes[1][2], names, ok, 'cuda_alloc_peak_mb' if cuda else 'host_rss_peak_mb', colors)
+    axes[1][2].set_title('peak CUDA memory (MB)' if cuda else 'peak host RSS (MB)')
     for ax in axes.flat:
         ax.tick_params(axis='x', rotation=30, labelsize=8)
+    fig.suptitle('median over repeats, error bars min–max', fontsize=9)
     fig.tight_layout()
     paths = [out / CHART]
     fig.savefig(paths[0], dpi=90)

@@ -45,20 +45,27 @@ class StageRecorder:
         ctx = mp_context or mp.get_context()
         self._queue = ctx.Queue()
         self._local: dict[str, list[float]] = {}
+        self._local_samples = 0
         self._merged: dict[str, list[float]] = {}
-        self._worker_cpu: dict[int, list[float]] = {}  # pid -> [cpu_s, wall_s]
+        self._worker_cpu: dict[int, list[float]] = {}  # pid -> [cpu_s, wall_s, samples]
         self._last_flush = time.perf_counter()
         self._cpu_mark = time.process_time()
         self._owner_pid = self._mark_pid = os.getpid()
 
     # -- worker side -------------------------------------------------------
-    def record(self, stage: str, seconds: float) -> None:
-        """Add one timing; flush to the main process now and then."""
-        if self._mark_pid != os.getpid():  # first call in a new worker: own clocks
+    def begin(self) -> None:
+        """Called before each timed stage: a new worker starts its own clocks here, so the
+        CPU time of its first stage is counted too."""
+        if self._mark_pid != os.getpid():
             self._mark_pid = os.getpid()
             self._last_flush, self._cpu_mark = time.perf_counter(), time.process_time()
             # send the last partial interval when the worker exits
             mp_util.Finalize(self, self.flush, exitpriority=10)
+
+    def record(self, stage: str, seconds: float, samples: int = 0) -> None:
+        """Add one timing (``samples``: how many samples a collate call batched)."""
+        self.begin()
+        self._local_samples += samples
         slot = self._local.get(stage)
         if slot is None:
             self._local[stage] = [seconds, 1.0]
@@ -76,8 +83,9 @@ class StageRecorder:
         """Send (worker) or merge (main process) what was recorded so far."""
         now = time.perf_counter() if now is None else now
         cpu = time.process_time()
-        msg = (os.getpid(), self._local, cpu - self._cpu_mark, now - self._last_flush)
-        self._local = {}
+        msg = (os.getpid(), self._local, cpu - self._cpu_mark, now - self._last_flush,
+               self._local_samples)
+        self._local, self._local_samples = {}, 0
         self._last_flush, self._cpu_mark = now, cpu
         if os.getpid() == self._owner_pid:
             self._merge(msg, count_cpu=False)
@@ -89,15 +97,16 @@ class StageRecorder:
 
     # -- main side ---------------------------------------------------------
     def _merge(self, msg: tuple, count_cpu: bool = True) -> None:
-        pid, stages, cpu_s, wall_s = msg
+        pid, stages, cpu_s, wall_s, samples = msg
         for name, (total, count) in stages.items():
             slot = self._merged.setdefault(name, [0.0, 0.0])
             slot[0] += total
             slot[1] += count
         if count_cpu:
-            slot = self._worker_cpu.setdefault(pid, [0.0, 0.0])
+            slot = self._worker_cpu.setdefault(pid, [0.0, 0.0, 0])
             slot[0] += cpu_s
             slot[1] += wall_s
+            slot[2] += samples
 
     def drain(self) -> None:
         """Collect pending worker messages without blocking."""
@@ -112,7 +121,7 @@ class StageRecorder:
         """Forget everything (used to drop the warm-up iterations)."""
         self.drain()
         if os.getpid() == self._owner_pid:
-            self._local = {}
+            self._local, self._local_samples = {}, 0
         self._merged = {}
         self._worker_cpu = {}
 
@@ -128,11 +137,16 @@ class StageRecorder:
             for name, (s, n) in self._merged.items()}
         cpu = sum(v[0] for v in self._worker_cpu.values())
         wall = max((v[1] for v in self._worker_cpu.values()), default=0.0)
+        samples = sum(v[2] for v in self._worker_cpu.values())
         return {
             'stages': stages,
             'workers_seen': len(self._worker_cpu),
             # CPU seconds of all workers per second of wall time: 2.0 = two busy cores
             'worker_cpu_cores': cpu / wall if wall > 0 else None,
+            # the workers' process CPU time per sample they batched (prefetched ones too)
+            'worker_cpu_s': cpu,
+            'worker_samples': samples,
+            'worker_cpu_s_per_sample': cpu / samples if samples else None,
         }
 
     def close(self) -> None:
@@ -142,7 +156,7 @@ class StageRecorder:
 
     def __getstate__(self) -> dict:  # spawned workers get the queue, not stale sums
         state = dict(self.__dict__)
-        state['_local'] = {}
+        state['_local'], state['_local_samples'] = {}, 0
         return state
 
 
@@ -155,9 +169,12 @@ class TimedStage:
         self.recorder = recorder
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.recorder.begin()
         start = time.perf_counter()
         out = self.fn(*args, **kwargs)
-        self.recorder.record(self.name, time.perf_counter() - start)
+        samples = len(args[0]) if self.name == COLLATE and args and hasattr(
+            args[0], '__len__') else 0
+        self.recorder.record(self.name, time.perf_counter() - start, samples)
         return out
 
     def __getattr__(self, item: str) -> Any:  # keep the transform's attributes reachable

@@ -1,11 +1,18 @@
-"""``StallMonitorHook``: where does each training iteration's time go?
+"""``StallMonitorHook``: where does each training iteration's wall-clock time go?
 
-Per iteration: time spent waiting for the next batch (stall) vs time in
-``train_step`` (compute; CUDA-synchronised on GPU), samples/s, peak memory,
-GPU utilization/memory from NVML (background thread), DataLoader worker CPU
-use and the time of every pipeline stage inside the workers (see
-:mod:`bevboost.profiling.stages`). Warm-up iterations are excluded. The
-summary is logged, written as JSON to ``log_dir`` and kept on ``hook.summary``.
+An iteration runs from the start of its ``next()`` on the loader to the start
+of the next ``next()`` (or to validation / the end of the epoch when one comes
+first), so every hook's time is in it. Within it: **data wait** (the
+``next()`` call), **train step** (``model.train_step``, CUDA-synchronised on
+GPU) and **other** (hooks, logging); compute = iteration - data wait.
+Samples/s divide samples by that wall clock.
+
+CPU cost of the data path, which holds on any machine: CPU-seconds per sample
+spent by the DataLoader workers (their process CPU time, see
+:mod:`bevboost.profiling.stages`) and by the main process outside
+``train_step``. Also per-transform timings inside the workers, peak memory
+and NVML GPU use. Warm-up iterations are excluded. The summary is logged,
+written as JSON to ``log_dir`` and kept on ``hook.summary``.
 
 Use from any mmengine/mmdet3d config::
 
@@ -20,12 +27,14 @@ import os
 import resource
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from bevboost.profiling.gpu import GpuSampler
+from bevboost.profiling.loop_timing import (TimedIterator, restart_workers, stop_workers,
+                                             wrap_loop_batches, wrap_train_step)
 from bevboost.profiling.stages import StageRecorder, TimedStage, instrument_dataloader
 
 logger = logging.getLogger(__name__)
@@ -58,66 +67,28 @@ def _stats_ms(values: Sequence[float]) -> dict[str, float | None]:
             'p90': 1e3 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
-class TimedIterator:
-    """Proxy around the loop's batch iterator that times each ``next``."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.last_wait = 0.0
-
-    def __iter__(self) -> 'TimedIterator':
-        return self
-
-    def __next__(self) -> Any:
-        start = time.perf_counter()
-        batch = next(self.inner)
-        self.last_wait = time.perf_counter() - start
-        return batch
-
-    def __getattr__(self, item: str) -> Any:
-        if item == 'inner':
-            raise AttributeError(item)
-        return getattr(self.inner, item)
-
-
-def _restart_iterator(loop: Any) -> None:
-    """Restart IterBasedTrainLoop's workers so they fork with the timed pipeline."""
-    from mmengine.runner.loops import _InfiniteDataloaderIterator
-    dataloader = loop.dataloader
-    old = getattr(loop.dataloader_iterator, '_iterator', None)
-    if getattr(dataloader, 'num_workers', 0) > 0:
-        if hasattr(old, '_shutdown_workers'):
-            old._shutdown_workers()
-        if getattr(dataloader, '_iterator', None) is not None:  # persistent workers
-            dataloader._iterator = None
-    # InfiniteSampler keeps one index generator; the old worker iterator closes
-    # it when collected. A fresh one restarts the same seeded order.
-    sampler = getattr(dataloader, 'sampler', None)
-    if hasattr(sampler, '_indices_of_rank'):
-        sampler.indices = sampler._indices_of_rank()
-    loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
-
-
-def _stop_workers(loop: Any) -> None:
-    """Shut the train loader's workers down (training is over) so they flush."""
-    proxy = getattr(loop, 'dataloader_iterator', None)
-    inner = getattr(proxy, 'inner', proxy)
-    for it in (getattr(inner, '_iterator', None), getattr(loop.dataloader, '_iterator', None)):
-        if hasattr(it, '_shutdown_workers'):
-            it._shutdown_workers()
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @HOOKS.register_module()
 class StallMonitorHook(Hook):
-    """Measure data stall vs compute, throughput, memory, GPU and worker use.
+    """Measure wall-clock iterations, data stall vs compute, data-path CPU, memory, GPU.
 
     Args:
         warmup_iters: iterations left out of every statistic.
-        stage_timing: time each pipeline transform, collate and H2D copy.
+        measure_iters: iterations measured after warm-up (None: all); later
+            iterations (a profiled tail, say) are left out.
+        stage_timing: time each pipeline transform, collate and H2D copy, and
+            the workers' CPU time (needed for the workers' CPU per sample).
         gpu_sampling: sample NVML in a background thread (reports the
             ``'no-gpu'`` state on machines without one).
         nvml_interval: seconds between NVML samples.
-        sync_cuda: synchronise CUDA before reading the compute clock, so
+        sync_cuda: synchronise CUDA at the end of ``train_step``, so
             asynchronous kernels are not counted as the next data wait.
         out_file: JSON summary path (relative: under the run's log_dir;
             None: do not write).
@@ -125,12 +96,19 @@ class StallMonitorHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self, warmup_iters: int = 5, stage_timing: bool = True,
-                 gpu_sampling: bool = True, nvml_interval: float = 0.1,
-                 sync_cuda: bool = True, out_file: str | None = SUMMARY_FILE) -> None:
-        if not isinstance(warmup_iters, int) or warmup_iters < 0:
+    def __init__(self, warmup_iters: int = 5, measure_iters: int | None = None,
+                 stage_timing: bool = True, gpu_sampling: bool = True,
+                 nvml_interval: float = 0.1, sync_cuda: bool = True,
+                 out_file: str | None = SUMMARY_FILE) -> None:
+        if not isinstance(warmup_iters, int) or isinstance(warmup_iters, bool) \
+                or warmup_iters < 0:
             raise ValueError(f'warmup_iters must be an int >= 0, got {warmup_iters!r}')
+        if measure_iters is not None and (not isinstance(measure_iters, int)
+                                          or isinstance(measure_iters, bool)
+                                          or measure_iters < 1):
+            raise ValueError(f'measure_iters must be None or an int >= 1, got {measure_iters!r}')
         self.warmup_iters = warmup_iters
+        self.measure_iters = measure_iters
         self.stage_timing = bool(stage_timing)
         self.gpu_sampling = bool(gpu_sampling)
         self.sync_cuda = bool(sync_cuda)
@@ -138,19 +116,18 @@ class StallMonitorHook(Hook):
         self.sampler = GpuSampler(interval=nvml_interval)
         self.recorder: StageRecorder | None = None
         self.summary: dict[str, Any] | None = None
-        self._iter_proxy: TimedIterator | None = None
         self._cuda = False
-        self._seen = 0
-        self._waits: list[float] = []
-        self._computes: list[float] = []
-        self._samples: list[int] = []
+        self._undo_wrap: Callable[[], None] | None = None
+        self._last_wait = 0.0
+        self._fetch: tuple[float, float] | None = None  # (perf, process CPU) at next()
+        self._current: dict[str, float] | None = None
+        self._closed = 0
+        self._iters: dict[str, list[float]] = {k: [] for k in (
+            'iter', 'wait', 'step', 'step_cpu', 'cpu', 'samples')}
         self._curves: dict[str, list] = {'iter': [], 'loss': [], 'lr': []}
-        self._own = 0.0
-        self._t_before = self._t_prev_end = 0.0
 
     # -- set-up ------------------------------------------------------------
     def before_train(self, runner) -> None:
-        t0 = time.perf_counter()
         from bevboost._optional import cuda_available
         self._cuda = cuda_available()
         loop = runner.train_loop
@@ -158,16 +135,12 @@ class StallMonitorHook(Hook):
             self.recorder = StageRecorder()
             instrument_dataloader(loop.dataloader, self.recorder)
             self._time_h2d(runner)
-            if hasattr(loop, 'dataloader_iterator') and type(
-                    loop.dataloader_iterator).__name__ == '_InfiniteDataloaderIterator':
-                _restart_iterator(loop)
-        if hasattr(loop, 'dataloader_iterator'):
-            self._iter_proxy = TimedIterator(loop.dataloader_iterator)
-            loop.dataloader_iterator = self._iter_proxy
+            restart_workers(loop)
+        wrap_loop_batches(loop, lambda it: TimedIterator(it, self._on_fetch, self._on_batch))
+        self._undo_wrap = wrap_train_step(runner.model, self._on_step,
+                                          self._cuda and self.sync_cuda)
         if self.gpu_sampling:
             self.sampler.start()
-        self._t_prev_end = time.perf_counter()
-        logger.debug('StallMonitorHook set up in %.3fs', self._t_prev_end - t0)
 
     def _time_h2d(self, runner) -> None:
         from mmengine.model import is_model_wrapper
@@ -197,35 +170,59 @@ class StallMonitorHook(Hook):
         pre.cast_data = timed_cast
 
     # -- per iteration -----------------------------------------------------
+    def _measuring(self) -> bool:
+        measured = self._closed - self.warmup_iters
+        return measured >= 0 and (self.measure_iters is None or measured < self.measure_iters)
+
+    def _on_fetch(self, now: float) -> None:
+        """Start of a ``next()``: the previous iteration ends, a new one begins."""
+        self._close(now)
+        if self._closed == self.warmup_iters:
+            self._end_warmup()
+        self._fetch = (now, time.process_time())
+
+    def _on_batch(self, wait: float) -> None:
+        self._last_wait = wait
+
+    def _on_step(self, wall: float, cpu: float) -> None:
+        if self._current is not None:
+            self._current['step'] += wall
+            self._current['step_cpu'] += cpu
+
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         now = time.perf_counter()
-        self._t_before = now
-        if self._seen == self.warmup_iters:
-            self._end_warmup()
-        if self._seen >= self.warmup_iters:
-            self._own += time.perf_counter() - now
+        start, cpu = self._fetch or (now, time.process_time())
+        wait = self._last_wait if self._fetch else 0.0
+        self._fetch, self._last_wait = None, 0.0
+        self._current = dict(start=start, cpu=cpu, wait=wait, step=0.0, step_cpu=0.0,
+                             samples=infer_batch_size(data_batch))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
-        if self._cuda and self.sync_cuda:
-            import torch
-            torch.cuda.synchronize()
-        end = time.perf_counter()
-        if self._iter_proxy is not None:
-            wait = self._iter_proxy.last_wait
-        else:  # epoch loops: the gap between two iterations
-            wait = self._t_before - self._t_prev_end
-        if self._seen >= self.warmup_iters:
-            self._waits.append(wait)
-            self._computes.append(end - self._t_before)
-            self._samples.append(infer_batch_size(data_batch))
-        self._seen += 1
         self._record_curves(runner, outputs)
-        if self.recorder is not None and self._seen % 16 == 0:
+        if self.recorder is not None and self._closed % 16 == 0:
             self.recorder.drain()
-        self._t_prev_end = time.perf_counter()
-        if self._seen > self.warmup_iters:
-            self._own += self._t_prev_end - end
+
+    def before_val(self, runner) -> None:
+        self._close(time.perf_counter())  # validation is not part of an iteration
+
+    def after_train_epoch(self, runner) -> None:
+        self._close(time.perf_counter())
+
+    def _close(self, now: float) -> None:
+        cur, self._current = self._current, None
+        if cur is None:
+            return
+        if self._measuring():
+            rec = self._iters
+            rec['iter'].append(now - cur['start'])
+            rec['cpu'].append(time.process_time() - cur['cpu'])
+            for key in ('wait', 'step', 'step_cpu', 'samples'):
+                rec[key].append(cur[key])
+        self._closed += 1
+        if self.measure_iters is not None and \
+                self._closed == self.warmup_iters + self.measure_iters:
+            self._finish()  # freeze the figures before later (profiled) iterations
 
     def _record_curves(self, runner, outputs: Any) -> None:
         loss = outputs.get('loss') if isinstance(outputs, dict) else None
@@ -248,32 +245,68 @@ class StallMonitorHook(Hook):
             torch.cuda.reset_peak_memory_stats()
 
     # -- results -----------------------------------------------------------
+    def _finish(self) -> None:
+        if self.summary is None:
+            self.summary = self.compute_summary()
+            self.summary['gpu'] = self.sampler.stop()
+
     def after_train(self, runner) -> None:
-        if self.recorder is not None:
-            _stop_workers(runner.train_loop)  # their last timings arrive on exit
-        self.summary = self.compute_summary()
-        self.sampler.stop()
-        self.summary['gpu'] = self.sampler.summary()
+        self._close(time.perf_counter())
+        if self._undo_wrap is not None:
+            self._undo_wrap()
+            self._undo_wrap = None
+        if self.recorder is not None and self.summary is None:
+            stop_workers(runner.train_loop)  # their last timings arrive on exit
+        self._finish()
+        self.summary['curves'] = {k: list(v) for k, v in self._curves.items()}
         if self.recorder is not None:
             self.recorder.close()
         s = self.summary
         runner.logger.info(
             'bevboost measure: %d iters, %.1f samples/s, iter %.1f ms (data wait %.1f ms, '
-            'compute %.1f ms), stall share %.1f%%, GPU %s', s['iters_measured'],
-            s['samples_per_s'] or 0.0, s['iter_time_ms']['median'] or 0.0,
-            s['data_wait_ms']['median'] or 0.0, s['compute_ms']['median'] or 0.0,
-            100 * (s['stall_share'] or 0.0), s['gpu']['state'])
+            'compute %.1f ms, train_step %.1f ms), stall share %.1f%%, data path CPU %s ms/sample, '
+            'GPU %s', s['iters_measured'], s['samples_per_s'] or 0.0,
+            s['iter_time_ms']['median'] or 0.0, s['data_wait_ms']['median'] or 0.0,
+            s['compute_ms']['median'] or 0.0, s['train_step_ms']['median'] or 0.0,
+            100 * (s['stall_share'] or 0.0),
+            'n/a' if s['cpu']['data_s_per_sample'] is None
+            else f"{1e3 * s['cpu']['data_s_per_sample']:.1f}", s['gpu']['state'])
         if self.out_file:
             path = self.out_file if os.path.isabs(self.out_file) else os.path.join(
                 runner.log_dir, self.out_file)
             with open(path, 'w') as f:
                 json.dump(self.summary, f, indent=1)
 
+    def _cpu_summary(self, pipeline: dict | None) -> dict[str, Any]:
+        rec = self._iters
+        samples = sum(rec['samples'])
+        step_wall, step_cpu = sum(rec['step']), sum(rec['step_cpu'])
+        main_outside = sum(rec['cpu']) - step_cpu
+        worker = (pipeline or {}).get('worker_cpu_s_per_sample')
+        workers_on = bool((pipeline or {}).get('workers_seen'))
+        main_per_sample = main_outside / samples if samples else None
+        data = None
+        if main_per_sample is not None and (worker is not None or not workers_on):
+            data = main_per_sample + (worker or 0.0)
+        import torch
+        return {
+            'main_outside_step_s_per_sample': main_per_sample,
+            'main_step_s_per_sample': step_cpu / samples if samples else None,
+            'worker_s_per_sample': worker,
+            # CPU-seconds the data path costs per sample (workers + main outside the step)
+            'data_s_per_sample': data,
+            # cores the train step keeps busy (CPU training: its threads)
+            'step_cores': step_cpu / step_wall if step_wall > 0 else None,
+            'cores_available': available_cores(),
+            'torch_threads': torch.get_num_threads(),
+        }
+
     def compute_summary(self) -> dict[str, Any]:
-        """Statistics over the iterations after warm-up (callable mid-run)."""
-        waits, computes = self._waits, self._computes
-        iter_times = [w + c for w, c in zip(waits, computes)]
-        total = sum(iter_times)
+        """Statistics over the measured iterations (callable mid-run)."""
+        rec = self._iters
+        iters, waits, steps = rec['iter'], rec['wait'], rec['step']
+        computes = [i - w for i, w in zip(iters, waits)]
+        total = sum(iters)
         peak: dict[str, float | None] = {
             'host_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             'cuda_alloc_mb': None}
@@ -282,18 +315,20 @@ class StallMonitorHook(Hook):
             peak['cuda_alloc_mb'] = torch.cuda.max_memory_allocated() / 2 ** 20
         pipeline = self.recorder.summary() if self.recorder is not None else None
         return {
-            'iters_measured': len(iter_times),
+            'iters_measured': len(iters),
             'warmup_iters': self.warmup_iters,
-            'batch_size': statistics.median(self._samples) if self._samples else None,
-            'iter_time_ms': _stats_ms(iter_times),
+            'batch_size': statistics.median(rec['samples']) if rec['samples'] else None,
+            'iter_time_ms': _stats_ms(iters),
             'data_wait_ms': _stats_ms(waits),
             'compute_ms': _stats_ms(computes),
+            'train_step_ms': _stats_ms(steps),
+            'other_ms': _stats_ms([c - s for c, s in zip(computes, steps)]),
             'stall_share': sum(waits) / total if total > 0 else None,
-            'samples_per_s': sum(self._samples) / total if total > 0 else None,
+            'samples_per_s': sum(rec['samples']) / total if total > 0 else None,
+            'cpu': self._cpu_summary(pipeline),
             'peak_mem': peak,
             'gpu': self.sampler.summary(),
             'data_pipeline': pipeline,
-            'hook_overhead_share': self._own / total if total > 0 else None,
             'curves': {k: list(v) for k, v in self._curves.items()},
-            'iter_times_s': iter_times,
+            'iter_times_s': list(iters),
         }

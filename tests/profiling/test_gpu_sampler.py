@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 
 from bevboost.profiling import gpu
@@ -14,7 +15,8 @@ class FakeNVMLError(Exception):
 
 
 def fake_nvml(util=(40, 60), used_mb=(1000, 3000), count=1, fail_init=False):
-    state = {'i': 0, 'index': None, 'shutdown': False}
+    """pynvml stand-in that returns ``util[i]`` and ``used_mb[i]`` at the i-th sample."""
+    state = {'i': -1, 'index': None, 'shutdown': False}
 
     def init():
         if fail_init:
@@ -25,11 +27,11 @@ def fake_nvml(util=(40, 60), used_mb=(1000, 3000), count=1, fail_init=False):
         return 'h'
 
     def utilization(h):
-        i = state['i'] = state['i'] + 1
-        return types.SimpleNamespace(gpu=util[i % len(util)])
+        state['i'] += 1
+        return types.SimpleNamespace(gpu=util[state['i'] % len(util)])
 
     def memory(h):
-        return types.SimpleNamespace(used=used_mb[state['i'] % len(used_mb)] * 2 ** 20,
+        return types.SimpleNamespace(used=used_mb[max(state['i'], 0) % len(used_mb)] * 2 ** 20,
                                      total=16000 * 2 ** 20)
 
     mod = types.SimpleNamespace(
@@ -40,16 +42,46 @@ def fake_nvml(util=(40, 60), used_mb=(1000, 3000), count=1, fail_init=False):
     return mod, state
 
 
+def test_aggregates_match_numpy_on_a_varying_sequence():
+    rng = np.random.default_rng(0)
+    util = rng.integers(0, 101, size=37).tolist()
+    used = rng.uniform(500, 15000, size=37).tolist()
+    nvml, _ = fake_nvml(util=util, used_mb=used)
+    sampler = GpuSampler(device_index=0, interval=60, nvml=nvml).start()  # thread stays idle
+    for _ in range(37):
+        sampler.sample_once()
+    s = sampler.stop()
+    assert s['samples'] == 37
+    assert s['util_mean_pct'] == pytest.approx(np.mean(util))
+    assert s['util_median_pct'] == pytest.approx(np.median(util))
+    assert s['util_p10_pct'] == pytest.approx(np.percentile(util, 10))
+    assert s['util_p90_pct'] == pytest.approx(np.percentile(util, 90))
+    assert s['util_max_pct'] == max(util)
+    assert s['mem_mean_mb'] == pytest.approx(np.mean(used))
+    assert s['mem_peak_mb'] == pytest.approx(max(used))
+
+
+def test_reset_drops_earlier_samples():
+    nvml, _ = fake_nvml(util=[100, 100, 10, 30, 20], used_mb=[9000, 9000, 1, 2, 3])
+    sampler = GpuSampler(device_index=0, interval=60, nvml=nvml).start()
+    sampler.sample_once()
+    sampler.sample_once()
+    sampler.reset()  # warm-up over
+    for _ in range(3):
+        sampler.sample_once()
+    s = sampler.stop()
+    assert s['samples'] == 3 and s['util_mean_pct'] == pytest.approx(20.0)
+    assert s['util_max_pct'] == 30 and s['mem_peak_mb'] == pytest.approx(3.0)
+
+
 def test_mocked_handle_samples_in_background():
-    nvml, state = fake_nvml()
+    nvml, state = fake_nvml(util=(40, 60), used_mb=(1000, 3000))
     sampler = GpuSampler(device_index=0, interval=0.005, nvml=nvml).start()
     assert sampler.state == RUNNING
     assert wait_for_samples(sampler, 4)
     s = sampler.stop()
     assert state['shutdown']
     assert s['device'] == 'Fake GPU' and s['samples'] >= 4
-    assert 40 <= s['util_mean_pct'] <= 60
-    assert s['mem_peak_mb'] == pytest.approx(3000)
     assert s['mem_total_mb'] == pytest.approx(16000)
 
 

@@ -21,7 +21,9 @@ def test_trace_and_tensorboard_files(toy_cfg, tmp_work_dir):
     assert hook.profile_times == 4 and hook._closed
     trace = os.path.join(runner.log_dir, 'trace.json')
     events = json.load(open(trace))['traceEvents']
-    assert any(e.get('name') == 'train_step' for e in events)
+    names = [e.get('name') for e in events]
+    # one data-loading and one train-step range per active step (2)
+    assert names.count('train_step') == 2 and names.count('data_loading') == 2
     # torch-tb-profiler treats a directory with *.pt.trace.json files as a run
     runs = glob.glob(str(tmp_work_dir / 'tb_profiler' / '*' / '*.pt.trace.json'))
     assert len(runs) == 1

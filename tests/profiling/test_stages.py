@@ -64,8 +64,9 @@ def test_instrumented_loader_reports_every_stage(workers):
     rec.close()
     assert summary['stages']['add_one']['calls'] == 16
     assert summary['stages'][COLLATE]['calls'] == 4
-    assert sum(s['share'] for s in summary['stages'].values()) == pytest.approx(1.0)
     assert summary['workers_seen'] == workers
+    if workers:  # the 16 samples the workers batched, whatever worker made them
+        assert summary['worker_samples'] == 16
 
 
 def test_timed_stage_keeps_attributes():

@@ -1,0 +1,132 @@
+"""Where the measurement touches mmengine's training loops, in one place.
+
+``StallMonitorHook`` needs three things the loops do not expose: the moment
+each ``next()`` on the loader starts and how long it blocks (a proxy around
+the loop's iterator, or around the DataLoader for epoch loops), the wall and
+CPU time of ``model.train_step`` (an instance attribute wrapping it, as
+mmengine's own ``compile`` option sets one), and restarting / stopping the
+loader's workers (private ``_InfiniteDataloaderIterator`` and DataLoader
+iterator internals). ``tests/profiling/test_stall_hook.py`` fails loudly when
+mmengine changes any of these.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+
+class TimedIterator:
+    """Proxy around a batch iterator: reports when each ``next`` starts and how long it took.
+
+    Args:
+        inner: the iterator.
+        on_fetch: called with ``perf_counter()`` at the start of every ``next``.
+        on_batch: called with the seconds ``next`` blocked, once a batch came.
+    """
+
+    def __init__(self, inner: Any, on_fetch: Callable[[float], None],
+                 on_batch: Callable[[float], None]) -> None:
+        self.inner = inner
+        self.on_fetch = on_fetch
+        self.on_batch = on_batch
+
+    def __iter__(self) -> 'TimedIterator':
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        self.on_fetch(start)
+        batch = next(self.inner)
+        self.on_batch(time.perf_counter() - start)
+        return batch
+
+    def __getattr__(self, item: str) -> Any:
+        if item in ('inner', 'on_fetch', 'on_batch'):
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+
+class WrappedLoader:
+    """Stands in for an epoch loop's DataLoader: every ``iter()`` goes through ``wrap``."""
+
+    def __init__(self, loader: Any, wrap: Callable[[Iterator], Iterator]) -> None:
+        self.loader = loader
+        self._wrap = wrap
+
+    def __iter__(self) -> Iterator:
+        return self._wrap(iter(self.loader))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, item: str) -> Any:
+        if item in ('loader', '_wrap'):
+            raise AttributeError(item)
+        return getattr(self.loader, item)
+
+
+def wrap_loop_batches(loop: Any, wrap: Callable[[Iterator], Iterator]) -> None:
+    """Route the loop's batches through ``wrap(iterator)`` (iteration- and epoch-based loops)."""
+    if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop keeps one iterator
+        loop.dataloader_iterator = wrap(loop.dataloader_iterator)
+    else:  # EpochBasedTrainLoop iterates loop.dataloader afresh every epoch
+        loop.dataloader = WrappedLoader(loop.dataloader, wrap)
+
+
+def restart_workers(loop: Any) -> None:
+    """Restart IterBasedTrainLoop's workers so they fork with the timed pipeline."""
+    from mmengine.runner.loops import _InfiniteDataloaderIterator
+    if type(getattr(loop, 'dataloader_iterator', None)) is not _InfiniteDataloaderIterator:
+        return  # epoch loops start workers per epoch; a replaced iterator has none
+    dataloader = loop.dataloader
+    old = getattr(loop.dataloader_iterator, '_iterator', None)
+    if getattr(dataloader, 'num_workers', 0) > 0:
+        if hasattr(old, '_shutdown_workers'):
+            old._shutdown_workers()
+        if getattr(dataloader, '_iterator', None) is not None:  # persistent workers
+            dataloader._iterator = None
+    # InfiniteSampler keeps one index generator; the old worker iterator closes
+    # it when collected. A fresh one restarts the same seeded order.
+    sampler = getattr(dataloader, 'sampler', None)
+    if hasattr(sampler, '_indices_of_rank'):
+        sampler.indices = sampler._indices_of_rank()
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
+
+
+def stop_workers(loop: Any) -> None:
+    """Shut the train loader's workers down (training is over) so they flush."""
+    proxy = getattr(loop, 'dataloader_iterator', None)
+    inner = getattr(proxy, 'inner', proxy)
+    loader = getattr(loop.dataloader, 'loader', loop.dataloader)
+    for it in (getattr(inner, '_iterator', None), getattr(loader, '_iterator', None)):
+        if hasattr(it, '_shutdown_workers'):
+            it._shutdown_workers()
+
+
+def wrap_train_step(model: Any, on_step: Callable[[float, float], None],
+                    sync_cuda: bool) -> Callable[[], None]:
+    """Time ``model.train_step`` (wall and process CPU seconds); returns the undo function.
+
+    The loops call ``runner.model.train_step`` through the instance, so an
+    instance attribute wraps it (also a ``compile``-d one, set the same way).
+    """
+    had_own = 'train_step' in vars(model)
+    inner = model.train_step
+
+    def timed_train_step(*args: Any, **kwargs: Any) -> Any:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        out = inner(*args, **kwargs)
+        if sync_cuda:  # asynchronous kernels belong to this step, not the next data wait
+            import torch
+            torch.cuda.synchronize()
+        on_step(time.perf_counter() - t0, time.process_time() - cpu0)
+        return out
+
+    model.train_step = timed_train_step
+
+    def undo() -> None:
+        if had_own:
+            model.train_step = inner
+        else:
+            vars(model).pop('train_step', None)
+    return undo

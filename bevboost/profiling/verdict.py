@@ -1,0 +1,138 @@
+"""Read a bench's figures against its data-free ceiling: data-bound or not, and why.
+
+On a machine where loader workers and the train step share cores a slow data
+path shows up two ways: as waiting for the next batch (stall), and as slower
+compute, because the workers take the cores the step would use. Waiting alone
+misses the second, so a variant's verdict comes from the ceiling (the same
+step with batches replayed from memory):
+
+* share of the ceiling = variant samples/s / ceiling samples/s, per repeat;
+  below :data:`DATA_BOUND_SHARE` the run is **data-bound**;
+* its iteration-time gap to the ceiling splits into extra waiting and extra
+  compute (iteration = data wait + compute, both wall clock);
+* the data path's CPU demand: CPU-seconds per batch (workers + main process
+  outside the step) over the ceiling's step time = cores needed to keep that
+  step fed; with the cores the step itself keeps busy, more than the machine
+  has means the data path **competes with compute**.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+#: below this share of the ceiling's samples/s a run is data-bound
+DATA_BOUND_SHARE = 0.9
+#: step times (ms) the report gives "cores needed per GPU to keep it fed" for
+STEP_TARGETS_MS = (50.0, 100.0, 250.0)
+CEILING = 'ceiling'
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _med(row: dict, key: str) -> float | None:
+    value = row.get(key)
+    return value.get('median') if isinstance(value, dict) else value
+
+
+def cores_to_feed(data_cpu_ms_per_sample: float | None, batch_size: float | None,
+                  step_ms: float | None) -> float | None:
+    """Cores the data path needs so that a step of ``step_ms`` never waits for a batch."""
+    if None in (data_cpu_ms_per_sample, batch_size, step_ms) or not step_ms:
+        return None
+    return data_cpu_ms_per_sample * batch_size / step_ms
+
+
+def _share_of_ceiling(row: dict, ceiling: dict) -> dict[str, Any]:
+    pairs = [(v, c) for v, c in zip(row.get('per_repeat_samples_per_s') or [],
+                                    ceiling.get('per_repeat_samples_per_s') or [])
+             if v and c]
+    ratios = [v / c for v, c in pairs]
+    if not ratios:
+        return {'median': None, 'min': None, 'max': None}
+    return {'median': _median(ratios), 'min': min(ratios), 'max': max(ratios)}
+
+
+def _verdict(row: dict, ceiling: dict) -> dict[str, Any]:
+    share = row['share_of_ceiling']['median']
+    iter_v, iter_c = _med(row, 'iter_time_ms'), _med(ceiling, 'iter_time_ms')
+    wait_v, wait_c = _med(row, 'data_wait_ms'), _med(ceiling, 'data_wait_ms')
+    comp_v, comp_c = _med(row, 'compute_ms'), _med(ceiling, 'compute_ms')
+    feed = cores_to_feed(_med(row, 'data_cpu_ms_per_sample'), row.get('batch_size'), iter_c)
+    step_cores = _med(ceiling, 'step_cores')
+    cores = row.get('cores_available') or ceiling.get('cores_available')
+    demand = None if feed is None or step_cores is None else feed + step_cores
+    competes = demand is not None and cores is not None and demand > cores
+    data_bound = share is not None and share < DATA_BOUND_SHARE
+    out = {
+        'data_bound': data_bound, 'competes_for_cpu': competes,
+        'gap_ms': None if None in (iter_v, iter_c) else iter_v - iter_c,
+        'extra_wait_ms': None if None in (wait_v, wait_c) else wait_v - wait_c,
+        'extra_compute_ms': None if None in (comp_v, comp_c) else comp_v - comp_c,
+        'compute_vs_ceiling': comp_v / comp_c if comp_v and comp_c else None,
+        'cores_to_feed_ceiling': feed, 'ceiling_step_cores': step_cores,
+        'cpu_demand_cores': demand, 'cores_available': cores,
+    }
+    out['text'] = _text(out, share, row, iter_c, wait_v, comp_v, comp_c)
+    return out
+
+
+def _text(v: dict, share: float | None, row: dict, iter_c: float | None,
+          wait_v: float | None, comp_v: float | None, comp_c: float | None) -> str:
+    if share is None:
+        return 'no ceiling comparison (a run failed)'
+    head = (f"data-bound: {100 * share:.0f}% of the ceiling's samples/s" if v['data_bound']
+            else f"not data-bound: {100 * share:.0f}% of the ceiling's samples/s")
+    parts = [head]
+    if v['competes_for_cpu']:
+        parts.append(
+            f"the data path competes with compute for the CPU: keeping the ceiling's "
+            f"{iter_c:.0f} ms step fed takes {v['cores_to_feed_ceiling']:.2f} cores of data "
+            f"work, the step itself keeps {v['ceiling_step_cores']:.2f} busy, "
+            f"{v['cpu_demand_cores']:.2f} > {v['cores_available']} cores here; compute takes "
+            f"{comp_v:.0f} ms vs {comp_c:.0f} ms in the ceiling run "
+            f"({v['compute_vs_ceiling']:.2f}x)")
+    elif v['cpu_demand_cores'] is not None:
+        parts.append(f"data work needs {v['cores_to_feed_ceiling']:.2f} cores to feed the "
+                     f"ceiling's step, {v['cpu_demand_cores']:.2f} with the step's own, of "
+                     f"{v['cores_available']}")
+    if v['data_bound'] and wait_v is not None and v['gap_ms']:
+        parts.append(f"of the {v['gap_ms']:.0f} ms gap per iteration, waiting for batches is "
+                     f"{v['extra_wait_ms']:.0f} ms and slower compute "
+                     f"{v['extra_compute_ms']:.0f} ms")
+    return '; '.join(parts)
+
+
+def analyse(rows: list[dict]) -> dict[str, Any]:
+    """Add ``share_of_ceiling`` and ``verdict`` to each ok row; return the summaries."""
+    by_name = {r['name']: r for r in rows}
+    ceiling = by_name.get(CEILING)
+    if ceiling is None or ceiling.get('status') != 'ok':
+        return {'ceiling': None, 'data_path': None}
+    for row in rows:
+        if row.get('status') != 'ok':
+            continue
+        row['share_of_ceiling'] = _share_of_ceiling(row, ceiling)
+        if row['name'] != CEILING:
+            row['verdict'] = _verdict(row, ceiling)
+    base = by_name.get('baseline')
+    summary = {'ceiling_samples_per_s': _med(ceiling, 'samples_per_s'),
+               'ceiling_iter_time_ms': _med(ceiling, 'iter_time_ms'),
+               'baseline_share_of_ceiling': None}
+    if base is not None and base.get('status') == 'ok':
+        summary['baseline_share_of_ceiling'] = base['share_of_ceiling']['median']
+    targets = [summary['ceiling_iter_time_ms']] + list(STEP_TARGETS_MS)
+    data_path = {'step_targets_ms': targets, 'rows': []}
+    for row in rows:
+        if row.get('status') != 'ok' or row['name'] == CEILING:
+            continue
+        per_sample = _med(row, 'data_cpu_ms_per_sample')
+        data_path['rows'].append({
+            'name': row['name'], 'data_cpu_ms_per_sample': per_sample,
+            'worker_cpu_ms_per_sample': _med(row, 'worker_cpu_ms_per_sample'),
+            'main_cpu_ms_per_sample': _med(row, 'main_cpu_ms_per_sample'),
+            'batch_size': row.get('batch_size'),
+            'cores_needed': [cores_to_feed(per_sample, row.get('batch_size'), t)
+                             for t in targets]})
+    return {'ceiling': summary, 'data_path': data_path}

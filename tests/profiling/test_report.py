@@ -1,0 +1,94 @@
+"""The bench report against runs whose figures are known (hand-computed expectations)."""
+from __future__ import annotations
+
+import pytest
+
+from bevboost.profiling.bench import BASELINE, CEILING, Variant, build_report
+from bevboost.profiling.report import markdown
+
+
+def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cores=1.0,
+         batch=2, cores=2):
+    """One run's result as the bench worker writes it (only what the report reads)."""
+    return {
+        'status': 'ok', 'samples_per_s': samples_per_s, 'batch_size': batch,
+        'iter_time_ms': {'mean': iter_ms}, 'data_wait_ms': {'mean': wait_ms},
+        'compute_ms': {'mean': iter_ms - wait_ms}, 'train_step_ms': {'mean': iter_ms - wait_ms},
+        'stall_share': wait_ms / iter_ms,
+        'cpu': {'data_s_per_sample': data_s_per_sample, 'worker_s_per_sample': None,
+                'main_outside_step_s_per_sample': data_s_per_sample,
+                'step_cores': step_cores, 'cores_available': cores},
+        'gpu': {'state': 'no-gpu', 'reason': 'test'}, 'peak_mem': {'host_rss_mb': 100.0},
+        'data_pipeline': {}, 'curves': {}, 'wall_s': 10.0,
+        'threads': {'main': 1, 'per_worker': 1, 'workers': 1, 'cores': 2,
+                    'policy': 'cores - workers'}}
+
+
+@pytest.fixture
+def report():
+    # baseline: 75 ms of data CPU per sample, iterations of 200 ms of which 20 ms waiting;
+    # ceiling: 100 ms iterations, step keeps 1 core busy; 'fast' nearly reaches the ceiling
+    base = [_run(t, iter_ms=200, wait_ms=20, data_s_per_sample=0.075) for t in (10, 12, 11)]
+    amp = [_run(t, iter_ms=150, wait_ms=30, data_s_per_sample=0.075) for t in (15, 12, 22)]
+    fast = [_run(t, iter_ms=105, wait_ms=1, data_s_per_sample=0.010) for t in (19, 24, 21)]
+    ceiling = [_run(t, iter_ms=100, wait_ms=0, data_s_per_sample=0.001) for t in (20, 24, 22)]
+    broken = [{'status': 'failed', 'error': 'boom'}] * 3
+    variants = [Variant(BASELINE, [], runs=base), Variant('amp', ['amp'], runs=amp),
+                Variant('fast', ['fast'], exact=False, runs=fast),
+                Variant('broken', ['broken'], runs=broken),
+                Variant(CEILING, [], replay=4, runs=ceiling)]
+    rep = build_report('cfg.py', variants, iters=4, warmup=1, repeats=3, seed=0)
+    rep['trace'] = {'variant': BASELINE, 'chrome': 'trace.json', 'tensorboard': 'tb_profiler'}
+    return rep
+
+
+def _row(report, name):
+    return next(r for r in report['variants'] if r['name'] == name)
+
+
+def test_speedup_median_and_spread(report):
+    # amp / baseline per repeat: 15/10, 12/12, 22/11 = 1.5, 1.0, 2.0
+    assert _row(report, 'amp')['speedup']['median'] == pytest.approx(1.5)
+    assert _row(report, 'amp')['speedup']['min'] == pytest.approx(1.0)
+    assert _row(report, 'amp')['speedup']['max'] == pytest.approx(2.0)
+    assert _row(report, 'amp')['samples_per_s']['median'] == 15
+    assert _row(report, 'broken')['status'] == 'failed'
+
+
+def test_data_bound_verdicts(report):
+    base = _row(report, BASELINE)
+    assert base['share_of_ceiling']['median'] == pytest.approx(0.5)  # 10/20, 12/24, 11/22
+    v = base['verdict']
+    assert v['data_bound'] and v['competes_for_cpu']
+    # 75 ms x 2 samples per 100 ms ceiling step = 1.5 cores, + 1 for the step > 2 cores
+    assert v['cores_to_feed_ceiling'] == pytest.approx(1.5)
+    assert v['cpu_demand_cores'] == pytest.approx(2.5)
+    assert v['gap_ms'] == pytest.approx(100) and v['extra_wait_ms'] == pytest.approx(20)
+    assert v['extra_compute_ms'] == pytest.approx(80)
+    assert v['compute_vs_ceiling'] == pytest.approx(1.8)
+    # amp: 15/20, 12/24, 22/22 -> median 0.75
+    assert _row(report, 'amp')['verdict']['data_bound']
+    fast = _row(report, 'fast')['verdict']
+    # 19/20, 24/24, 21/22 -> median 0.9545; 10 ms x 2 / 100 ms = 0.2 cores, 1.2 < 2
+    assert not fast['data_bound'] and not fast['competes_for_cpu']
+    assert report['ceiling']['baseline_share_of_ceiling'] == pytest.approx(0.5)
+
+
+def test_cores_needed_per_step(report):
+    dp = report['data_path']
+    assert dp['step_targets_ms'] == [100, 50.0, 100.0, 250.0]
+    base = next(r for r in dp['rows'] if r['name'] == BASELINE)
+    assert base['cores_needed'] == pytest.approx([1.5, 3.0, 1.5, 0.6])
+
+
+def test_markdown_says_data_bound_with_spreads_and_links(report):
+    md = markdown(report)
+    verdicts = md[md.index('## Data-bound?'):md.index('## Exact optimizations')]
+    assert '**baseline**: data-bound: 50%' in verdicts
+    assert 'competes with compute' in verdicts and '1.80x' in verdicts
+    assert '**fast**: not data-bound: 95%' in verdicts
+    assert '| amp | amp | 15.00 (12.00–22.00) | 1.50x (1.00–2.00x) | 75% (50–100%) |' in md
+    assert '[trace.json](trace.json)' in md and '[tb_profiler/](tb_profiler/)' in md
+    assert '1 torch thread(s) in the main process' in md
+    trading = md[md.index('## Accuracy-trading'):md.index('## CPU cost')]
+    assert '| fast |' in trading and '| amp |' not in trading
