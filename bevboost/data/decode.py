@@ -41,10 +41,17 @@ class ImageLoadError(RuntimeError):
         self.path, self.sample = path, sample
 
 
-def reduction_for(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
-    """Largest power-of-two reduction d with ``src / d >= target`` in both axes."""
+def reduction_for(src_hw: tuple[int, int], target_hw: tuple[int, int],
+                  max_upsample: float = 1.0) -> int:
+    """Largest power-of-two reduction d with ``src / d * max_upsample >= target`` in both axes.
+
+    ``max_upsample > 1`` accepts decoding a little below the target and
+    interpolating up (accuracy-trading: fine detail above the decoded
+    resolution is lost) to stay on a cheaper DCT scale.
+    """
     for d in SCALES:
-        if src_hw[0] // d >= target_hw[0] and src_hw[1] // d >= target_hw[1]:
+        if (src_hw[0] // d * max_upsample >= target_hw[0]
+                and src_hw[1] // d * max_upsample >= target_hw[1]):
             return d
     return 1
 
@@ -89,7 +96,8 @@ def resolve_backend(backend: str, where: Literal['worker', 'main'] = 'worker') -
 
 
 def decode_cpu(data: bytes, target_hw: tuple[int, int] | None, channel_order: str = 'bgr',
-               path: str = '', sample: str = '') -> tuple[np.ndarray, int]:
+               path: str = '', sample: str = '', max_upsample: float = 1.0
+               ) -> tuple[np.ndarray, int]:
     """Decode one JPEG with libjpeg-turbo at the smallest scale covering ``target_hw``.
 
     Returns the uint8 HxWx3 image and the reduction factor used.
@@ -97,7 +105,7 @@ def decode_cpu(data: bytes, target_hw: tuple[int, int] | None, channel_order: st
     sj = require('simplejpeg', 'fast JPEG decoding')
     try:
         height, width, _, _ = sj.decode_jpeg_header(data)
-        d = 1 if target_hw is None else reduction_for((height, width), target_hw)
+        d = 1 if target_hw is None else reduction_for((height, width), target_hw, max_upsample)
         img = sj.decode_jpeg(data, colorspace=channel_order.upper(), strict=True,
                              min_height=-(-height // d), min_width=-(-width // d))
     except (ValueError, OSError) as exc:

@@ -75,15 +75,16 @@ class BatchDecoder:
         self._dali: dict[str, DaliDecoder] = {}
 
     def __call__(self, blobs: Sequence[bytes], plans: Sequence[AugParams | None],
-                 device: torch.device, channel_order: str = 'bgr') -> list[torch.Tensor]:
+                 device: torch.device, channel_order: str = 'bgr', max_upsample: float = 1.0
+                 ) -> list[torch.Tensor]:
         targets = [None if p is None else p.resize_hw for p in plans]
         if self.backend == 'nvjpeg':
             imgs = decode_nvjpeg(blobs, device=str(device), channel_order=channel_order)
         elif self.backend == 'dali':
             imgs = self._dali_decode(blobs, targets, device, channel_order)
         else:  # libjpeg-turbo at the smallest DCT scale covering each target
-            imgs = [torch.from_numpy(decode_cpu(b, t, channel_order)[0]).to(device)
-                    .permute(2, 0, 1) for b, t in zip(blobs, targets)]
+            imgs = [torch.from_numpy(decode_cpu(b, t, channel_order, max_upsample=max_upsample)[0])
+                    .to(device).permute(2, 0, 1) for b, t in zip(blobs, targets)]
         return [resize_crop(im, p) for im, p in zip(imgs, plans)]
 
     def _dali_decode(self, blobs, targets, device: torch.device, channel_order: str
@@ -127,7 +128,8 @@ class MainProcessDecodePreprocessor(BaseDataPreprocessor):
         for s in samples:  # one decoder call per sample: views share a channel order
             job = s.img_jpeg
             del s.img_jpeg  # the bytes are not metadata the model needs
-            imgs = self.decoder(job['blobs'], job['plans'], self.device, job['channel_order'])
+            imgs = self.decoder(job['blobs'], job['plans'], self.device, job['channel_order'],
+                                job.get('max_upsample', 1.0))
             self.decoded_views += len(imgs)
             out.append(torch.stack(imgs))
         return out

@@ -103,7 +103,7 @@ def test_geometry_equals_the_stock_chain(nus_root, name, train, aug_cfg, seed):
     assert a.shape == b.shape and fast['img'][0].dtype == np.uint8
     diff = np.abs(a - b)
     rotated = any(abs(m[0, 1]) > 1e-9 for m in fast['img_aug_matrix'])
-    mean_tol, p99_tol = (2.0, 20) if rotated else (0.8, 6)  # measured: 1.33 / 14, 0.57 / 5
+    mean_tol, p99_tol = (2.0, 20) if rotated else (1.0, 6)  # measured: 1.33 / 15, 0.75 / 5
     assert diff.mean() <= mean_tol and np.percentile(diff, 99) <= p99_tol, (name, diff.mean())
 
 
