@@ -1,2 +1,3 @@
-# Boost fragment: decoded batches travel from loader workers through shared memory.
+# Boost fragment: batch payloads travel from loader workers through a private shared-memory
+# ring (pays where transfer dominates: uint8 images, JPEG bytes; docs/data.md).
 bevboost_boosts = dict(shm=dict())
