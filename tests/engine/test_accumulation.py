@@ -140,3 +140,24 @@ def test_partial_micro_batch_at_epoch_end_is_reported(tmp_path, caplog):
                 train_dataloader=dict(loader, dataset=dict(loader['dataset'], num_samples=26)),
                 train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=100))
     assert 'micro-batch of' not in caplog.text
+
+
+@pytest.mark.parametrize('sched', [
+    dict(type='PolyLR', power=2.0, eta_min=1e-3, by_epoch=False),
+    dict(type='CosineAnnealingLR', eta_min=1e-3, by_epoch=False, begin=1),
+    dict(type='OneCycleLR', eta_max=0.2, by_epoch=False),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, end=0.5, convert_to_iter_based=True),
+], ids=lambda s: s['type'])
+def test_iteration_loop_default_ends_count_optimizer_steps(tmp_path, sched):
+    """In an iteration loop the default ``end`` is the run's optimizer steps, not micro-batches."""
+    big, big_rec = run_toy(tmp_path / 'big', batch_size=8, max_iters=6, param_scheduler=[sched])
+    acc, acc_rec = run_toy(tmp_path / 'acc', boosts=['accum=4'], batch_size=8, max_iters=6,
+                           param_scheduler=[sched])
+    assert acc.train_loop.max_iters == 24
+    assert len(set(big_rec.lrs)) > 2
+    assert acc_rec.lrs == big_rec.lrs
+    # relative to the model's largest weight: the output bias ends near 0.007, where float32
+    # rounding of a mean of 4 means vs a mean of 8 alone is 1e-5 of the tensor itself
+    a, b = params_of(big), params_of(acc)
+    scale = max(t.abs().max().item() for t in a.values())
+    assert max((a[n] - b[n]).abs().max().item() for n in a) / scale < 1e-5
