@@ -65,10 +65,13 @@ STOCK_AUGS = {
                     rot_lim=(-5.4, 5.4) if train else (0.0, 0.0), rand_flip=train,
                     is_train=train) for train in (True, False)},
 }
-#: stock CPU-ms / reduced-decode CPU-ms must stay above these (0.8x the figures measured on
-#: a shared 2-core CPU, docs/data.md); the goal is >= 8x, train included
-MIN_SPEEDUP = {('petrv2-320x800', 'train'): 0.0, ('petrv2-320x800', 'test'): 0.0,
-               ('bevfusion-256x704', 'train'): 0.0, ('bevfusion-256x704', 'test'): 0.0}
+#: stock CPU-ms / reduced-decode CPU-ms must stay above these: 0.8x the lower of two runs on a
+#: shared 2-core CPU (docs/data.md: 6.9x, 9.7x, 5.7x, 7.5x). The goal, >= 8x with training
+#: included, is met only at PETRv2 test time on this CPU (see docs/data.md for why)
+MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.5, ('petrv2-320x800', 'test'): 7.8,
+               ('bevfusion-256x704', 'train'): 4.6, ('bevfusion-256x704', 'test'): 6.0}
+#: the same for the worker side of main-process decode (measured 168x-290x)
+MIN_WORKER_SIDE_SPEEDUP = 135.0
 #: the pixel tolerance of reduced decode vs the stock chain (held in tests/data/test_fold.py)
 TOLERANCE = 'mean |diff| <= 1.0 grey levels, p99 <= 6 (with rotation: 2.0 / 20)'
 STEP_S = 0.5  # a training step to feed, for the cores-per-GPU figure
@@ -139,6 +142,8 @@ def test_cpu_ms_per_image_vs_stock(samples, benchmark, model, phase):
                        'at %.1f s/step', model, phase, name, med[name], spread[name],
                        med['stock (exact)'] / med[name], cores[name], STEP_S)
     assert speedup >= MIN_SPEEDUP[(model, phase)], f'{model} {phase}: {speedup:.1f}x'
+    worker_side = med['stock (exact)'] / med['main-decode, worker side']
+    assert worker_side >= MIN_WORKER_SIDE_SPEEDUP, f'{model} {phase}: {worker_side:.0f}x'
     # full decode still folds the resize (no float32, no PIL): it must beat the stock path too
     assert med['kit full decode'] < med['stock (exact)']
 
