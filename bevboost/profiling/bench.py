@@ -268,6 +268,10 @@ RUN_FIGURES: dict[str, Callable[[dict], Any]] = {
     'worker_cpu_ms_per_sample': lambda r: _ms(_get(r, 'cpu', 'worker_s_per_sample')),
     'main_cpu_ms_per_sample': lambda r: _ms(_get(r, 'cpu', 'main_outside_step_s_per_sample')),
     'step_cores': lambda r: _get(r, 'cpu', 'step_cores'),
+    'step_cpu_ms': lambda r: _ms(_get(r, 'cpu', 'main_step_s_per_sample')
+                                 * (r.get('batch_size') or 0)
+                                 if _get(r, 'cpu', 'main_step_s_per_sample') is not None
+                                 else None),
     'gpu_util_pct': lambda r: _get(r, 'gpu', 'util_mean_pct'),
     'gpu_mem_peak_mb': lambda r: _get(r, 'gpu', 'mem_peak_mb'),
     'cuda_alloc_peak_mb': lambda r: _get(r, 'peak_mem', 'cuda_alloc_mb'),
@@ -298,6 +302,8 @@ def _aggregate(v: Variant, base_tput: list[float | None]) -> dict[str, Any]:
                                      else None for r in v.runs],
         'batch_size': first.get('batch_size'),
         'cores_available': _get(first, 'cpu', 'cores_available'),
+        'torch_threads': _get(first, 'cpu', 'torch_threads'),
+        'device': _get(first, 'cpu', 'device'),
         'gpu_state': _get(first, 'gpu', 'state'), 'gpu_reason': _get(first, 'gpu', 'reason'),
         'num_workers': first.get('num_workers'),
         'threads': first.get('threads'),

@@ -82,7 +82,7 @@ def _data_path(report: dict) -> list[str]:
     if not dp or not dp['rows']:
         return []
     targets = dp['step_targets_ms']
-    head = ' | '.join(f"{t:.0f} ms step" + (' (ceiling)' if i == 0 else '')
+    head = ' | '.join(f"{t:.0f} ms step" + (' (this step)' if i == 0 else '')
                       for i, t in enumerate(targets))
     lines = ['CPU-seconds the data path spends per sample (loader workers\' process CPU time '
              '+ the main process outside `train_step`), and from it the cores one training '

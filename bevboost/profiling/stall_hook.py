@@ -299,6 +299,7 @@ class StallMonitorHook(Hook):
             'step_cores': step_cpu / step_wall if step_wall > 0 else None,
             'cores_available': available_cores(),
             'torch_threads': torch.get_num_threads(),
+            'device': 'cuda' if self._cuda else 'cpu',
         }
 
     def compute_summary(self) -> dict[str, Any]:

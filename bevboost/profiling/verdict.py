@@ -13,7 +13,10 @@ step with batches replayed from memory):
 * the data path's CPU demand: CPU-seconds per batch (workers + main process
   outside the step) over the ceiling's step time = cores needed to keep that
   step fed; with the cores the step itself keeps busy, more than the machine
-  has means the data path **competes with compute**.
+  has means the data path **competes with compute**. On a CPU-only run the
+  step time is taken from CPU time (step CPU-seconds / torch threads), so a
+  machine shared with other jobs does not hide the competition; how much such
+  jobs stretched the step is reported too.
 """
 from __future__ import annotations
 
@@ -54,53 +57,74 @@ def _share_of_ceiling(row: dict, ceiling: dict) -> dict[str, Any]:
     return {'median': _median(ratios), 'min': min(ratios), 'max': max(ratios)}
 
 
+#: a CPU step whose wall time exceeds its CPU-time pace by this factor ran on a shared machine
+SHARED_STRETCH = 1.3
+
+
+def step_pace(ceiling: dict) -> tuple[float | None, float | None]:
+    """(step ms the data path must keep up with, cores the step keeps busy) from the ceiling.
+
+    CUDA: the measured step and its CPU use. CPU: step CPU-seconds over the torch
+    threads, i.e. the step as fast as its threads run on an otherwise idle machine.
+    """
+    wall, threads = _med(ceiling, 'train_step_ms'), ceiling.get('torch_threads')
+    cpu = _med(ceiling, 'step_cpu_ms')
+    if ceiling.get('device') == 'cuda' or not cpu or not threads:
+        return wall, _med(ceiling, 'step_cores')
+    return cpu / threads, float(threads)
+
+
 def _verdict(row: dict, ceiling: dict) -> dict[str, Any]:
     share = row['share_of_ceiling']['median']
     iter_v, iter_c = _med(row, 'iter_time_ms'), _med(ceiling, 'iter_time_ms')
     wait_v, wait_c = _med(row, 'data_wait_ms'), _med(ceiling, 'data_wait_ms')
     comp_v, comp_c = _med(row, 'compute_ms'), _med(ceiling, 'compute_ms')
-    feed = cores_to_feed(_med(row, 'data_cpu_ms_per_sample'), row.get('batch_size'), iter_c)
-    step_cores = _med(ceiling, 'step_cores')
+    pace, step_cores = step_pace(ceiling)
+    feed = cores_to_feed(_med(row, 'data_cpu_ms_per_sample'), row.get('batch_size'), pace)
     cores = row.get('cores_available') or ceiling.get('cores_available')
     demand = None if feed is None or step_cores is None else feed + step_cores
     competes = demand is not None and cores is not None and demand > cores
     data_bound = share is not None and share < DATA_BOUND_SHARE
+    wall_step = _med(ceiling, 'train_step_ms')
+    stretch = wall_step / pace if wall_step and pace else None
     out = {
         'data_bound': data_bound, 'competes_for_cpu': competes,
         'gap_ms': None if None in (iter_v, iter_c) else iter_v - iter_c,
         'extra_wait_ms': None if None in (wait_v, wait_c) else wait_v - wait_c,
         'extra_compute_ms': None if None in (comp_v, comp_c) else comp_v - comp_c,
         'compute_vs_ceiling': comp_v / comp_c if comp_v and comp_c else None,
-        'cores_to_feed_ceiling': feed, 'ceiling_step_cores': step_cores,
+        'step_pace_ms': pace, 'cores_to_feed_ceiling': feed, 'ceiling_step_cores': step_cores,
         'cpu_demand_cores': demand, 'cores_available': cores,
+        'shared_machine_stretch': stretch if stretch and stretch > SHARED_STRETCH else None,
     }
-    out['text'] = _text(out, share, row, iter_c, wait_v, comp_v, comp_c)
+    out['text'] = _text(out, share, comp_v, comp_c)
     return out
 
 
-def _text(v: dict, share: float | None, row: dict, iter_c: float | None,
-          wait_v: float | None, comp_v: float | None, comp_c: float | None) -> str:
+def _text(v: dict, share: float | None, comp_v: float | None, comp_c: float | None) -> str:
     if share is None:
         return 'no ceiling comparison (a run failed)'
     head = (f"data-bound: {100 * share:.0f}% of the ceiling's samples/s" if v['data_bound']
             else f"not data-bound: {100 * share:.0f}% of the ceiling's samples/s")
     parts = [head]
-    if v['competes_for_cpu']:
-        parts.append(
-            f"the data path competes with compute for the CPU: keeping the ceiling's "
-            f"{iter_c:.0f} ms step fed takes {v['cores_to_feed_ceiling']:.2f} cores of data "
-            f"work, the step itself keeps {v['ceiling_step_cores']:.2f} busy, "
-            f"{v['cpu_demand_cores']:.2f} > {v['cores_available']} cores here; compute takes "
-            f"{comp_v:.0f} ms vs {comp_c:.0f} ms in the ceiling run "
-            f"({v['compute_vs_ceiling']:.2f}x)")
-    elif v['cpu_demand_cores'] is not None:
-        parts.append(f"data work needs {v['cores_to_feed_ceiling']:.2f} cores to feed the "
-                     f"ceiling's step, {v['cpu_demand_cores']:.2f} with the step's own, of "
-                     f"{v['cores_available']}")
-    if v['data_bound'] and wait_v is not None and v['gap_ms']:
+    if v['cpu_demand_cores'] is not None:
+        demand = (f"keeping a {v['step_pace_ms']:.0f} ms step fed takes "
+                  f"{v['cores_to_feed_ceiling']:.2f} cores of data work, the step keeps "
+                  f"{v['ceiling_step_cores']:.2f} busy: {v['cpu_demand_cores']:.2f} of "
+                  f"{v['cores_available']} cores")
+        if v['competes_for_cpu']:
+            demand = 'the data path competes with compute for the CPU: ' + demand
+        parts.append(demand)
+    if v['competes_for_cpu'] and comp_v and comp_c:
+        parts.append(f"compute takes {comp_v:.0f} ms vs {comp_c:.0f} ms in the ceiling run "
+                     f"({v['compute_vs_ceiling']:.2f}x)")
+    if v['data_bound'] and v['gap_ms']:
         parts.append(f"of the {v['gap_ms']:.0f} ms gap per iteration, waiting for batches is "
                      f"{v['extra_wait_ms']:.0f} ms and slower compute "
                      f"{v['extra_compute_ms']:.0f} ms")
+    if v['shared_machine_stretch']:
+        parts.append(f"other processes shared this machine: the ceiling's step took "
+                     f"{v['shared_machine_stretch']:.1f}x its CPU time per thread in wall time")
     return '; '.join(parts)
 
 
@@ -118,11 +142,12 @@ def analyse(rows: list[dict]) -> dict[str, Any]:
             row['verdict'] = _verdict(row, ceiling)
     base = by_name.get('baseline')
     summary = {'ceiling_samples_per_s': _med(ceiling, 'samples_per_s'),
+               'step_pace_ms': step_pace(ceiling)[0],
                'ceiling_iter_time_ms': _med(ceiling, 'iter_time_ms'),
                'baseline_share_of_ceiling': None}
     if base is not None and base.get('status') == 'ok':
         summary['baseline_share_of_ceiling'] = base['share_of_ceiling']['median']
-    targets = [summary['ceiling_iter_time_ms']] + list(STEP_TARGETS_MS)
+    targets = [step_pace(ceiling)[0]] + list(STEP_TARGETS_MS)
     data_path = {'step_targets_ms': targets, 'rows': []}
     for row in rows:
         if row.get('status') != 'ok' or row['name'] == CEILING:

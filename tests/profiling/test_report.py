@@ -7,7 +7,7 @@ from bevboost.profiling.bench import BASELINE, CEILING, Variant, build_report
 from bevboost.profiling.report import markdown
 
 
-def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cores=1.0,
+def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cpu_ms=None,
          batch=2, cores=2):
     """One run's result as the bench worker writes it (only what the report reads)."""
     return {
@@ -17,7 +17,9 @@ def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cores=
         'stall_share': wait_ms / iter_ms,
         'cpu': {'data_s_per_sample': data_s_per_sample, 'worker_s_per_sample': None,
                 'main_outside_step_s_per_sample': data_s_per_sample,
-                'step_cores': step_cores, 'cores_available': cores},
+                'main_step_s_per_sample': (step_cpu_ms or iter_ms - wait_ms) / 1e3 / batch,
+                'step_cores': 1.0, 'cores_available': cores, 'torch_threads': 1,
+                'device': 'cpu'},
         'gpu': {'state': 'no-gpu', 'reason': 'test'}, 'peak_mem': {'host_rss_mb': 100.0},
         'data_pipeline': {}, 'curves': {}, 'wall_s': 10.0,
         'threads': {'main': 1, 'per_worker': 1, 'workers': 1, 'cores': 2,
@@ -27,7 +29,7 @@ def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cores=
 @pytest.fixture
 def report():
     # baseline: 75 ms of data CPU per sample, iterations of 200 ms of which 20 ms waiting;
-    # ceiling: 100 ms iterations, step keeps 1 core busy; 'fast' nearly reaches the ceiling
+    # ceiling: 100 ms iterations, a 1-thread step of 100 ms CPU; 'fast' nearly reaches it
     base = [_run(t, iter_ms=200, wait_ms=20, data_s_per_sample=0.075) for t in (10, 12, 11)]
     amp = [_run(t, iter_ms=150, wait_ms=30, data_s_per_sample=0.075) for t in (15, 12, 22)]
     fast = [_run(t, iter_ms=105, wait_ms=1, data_s_per_sample=0.010) for t in (19, 24, 21)]
@@ -90,5 +92,21 @@ def test_markdown_says_data_bound_with_spreads_and_links(report):
     assert '| amp | amp | 15.00 (12.00–22.00) | 1.50x (1.00–2.00x) | 75% (50–100%) |' in md
     assert '[trace.json](trace.json)' in md and '[tb_profiler/](tb_profiler/)' in md
     assert '1 torch thread(s) in the main process' in md
+    assert 'other processes shared' not in md
     trading = md[md.index('## Accuracy-trading'):md.index('## CPU cost')]
     assert '| fast |' in trading and '| amp |' not in trading
+
+
+def test_shared_machine_uses_the_step_cpu_pace():
+    # the ceiling's 1-thread step took 100 ms of wall time but only 40 ms of CPU: other jobs
+    # had the core. The data path must keep up with a 40 ms step: 75 x 2 / 40 = 3.75 cores
+    base = [_run(10, iter_ms=200, wait_ms=20, data_s_per_sample=0.075)]
+    ceiling = [_run(20, iter_ms=100, wait_ms=0, data_s_per_sample=0.001, step_cpu_ms=40)]
+    rep = build_report('cfg.py', [Variant(BASELINE, [], runs=base),
+                                  Variant(CEILING, [], replay=4, runs=ceiling)],
+                       iters=4, warmup=1, repeats=1, seed=0)
+    v = _row(rep, BASELINE)['verdict']
+    assert v['step_pace_ms'] == pytest.approx(40)
+    assert v['cores_to_feed_ceiling'] == pytest.approx(3.75) and v['competes_for_cpu']
+    assert v['shared_machine_stretch'] == pytest.approx(2.5)
+    assert 'other processes shared this machine' in v['text']
