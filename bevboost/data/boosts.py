@@ -84,6 +84,12 @@ def apply_fast_decode(cfg: Config, backend: str = 'auto', decode: str = 'auto') 
                          f'got {backend!r}')
     if backend == 'cpu' and decode == 'auto':
         decode = 'worker'  # a CPU decoder belongs in the workers
+    shm = 'shm' in (cfg.get('bevboost_boosts') or {}) or cfg.get('runner_type') == 'ShmRingRunner'
+    if shm and decode != 'worker':
+        if decode == 'main':
+            raise ValueError("decode='main' ships encoded bytes as metadata; the shm ring "
+                             "carries decoded images: use decode='worker' with shm")
+        decode = 'worker'
     pipelines = _pipelines(cfg)
     options = dict(backend=backend, decode=decode)
     folded = [rewrite_pipeline(p, options) for p in pipelines]
