@@ -35,7 +35,8 @@ from torch import nn
 
 from bevboost.boosts import Boost, BoostCard, add_custom_hook, register_boost
 from bevboost.engine.fp32_guards import install_fp32_guards
-from bevboost.engine.nonfinite import NonFiniteGuard, NonFiniteTrainingError, check_lr_finite
+from bevboost.engine.nonfinite import (NonFiniteGuard, NonFiniteTrainingError, all_ranks_ok,
+                                       check_lr_finite)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
         check_lr_finite(self.optimizer)
         losses = self._take_window_losses()
         scale_before = self.loss_scale
-        if any(not bool(torch.isfinite(loss).all()) for loss in losses):
+        if losses and not all_ranks_ok(torch.stack([torch.isfinite(x).all() for x in losses])):
             # skip before the scaler steps; back the scale off as an overflow would
             new_scale = self._scale_update_param or \
                 scale_before * self.loss_scaler.get_backoff_factor()

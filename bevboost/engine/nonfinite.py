@@ -39,16 +39,32 @@ class NonFiniteTrainingError(RuntimeError):
     """Training cannot go on: steps keep failing, or the weights are not finite."""
 
 
+def all_ranks_ok(ok: torch.Tensor) -> bool:
+    """``ok`` (a bool tensor) on every rank: ranks must agree on skipping a step.
+
+    Gradients are already all-reduced, but the losses are per rank; without
+    this a NaN loss term with no gradient path would let ranks diverge.
+    """
+    import torch.distributed as dist
+    flag = ok.all().to(torch.int32).reshape(1)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def nonfinite_reason(losses: list[torch.Tensor], optimizer) -> str | None:
-    """Why this step must be skipped (non-finite loss or gradients), or None; one sync."""
+    """Why this step must be skipped (non-finite loss or gradients, on any rank), or None."""
     grads = [p.grad for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
     flags = [torch.isfinite(loss).all() for loss in losses]
     flags += [torch.isfinite(g).all() for g in grads]
     if not flags:
         return None
-    ok = torch.stack([f.to(flags[0].device) for f in flags]).cpu()
-    if bool(ok.all()):
+    ok = torch.stack([f.to(flags[0].device) for f in flags])
+    if all_ranks_ok(ok):
         return None
+    ok = ok.cpu()
+    if bool(ok.all()):
+        return 'non-finite loss or gradients on another rank'
     bad_losses = [float(loss.float().sum()) for loss, fine in zip(losses, ok) if not fine]
     if bad_losses:
         return f'non-finite loss ({bad_losses[0]})'

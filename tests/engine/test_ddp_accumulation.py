@@ -62,12 +62,40 @@ def test_ddp_syncs_only_on_last_micro_batch(ddp_results):
     assert results[0][3] == results[1][3]  # ranks stay in sync
 
 
+@pytest.mark.slow
+def test_ddp_ranks_agree_on_skipping_a_non_finite_step(ddp_results):
+    results = sorted(r[1:] for r in ddp_results if r[0] == 'guard')
+    assert [(applied, skipped) for _, applied, skipped, _ in results] == [(2, 1)] * WORLD
+    assert results[0][3] == results[1][3]  # no rank stepped alone
+
+
 #: a representative subset of tests/engine/test_scheduler_registry.py's cases (every family
 #: shape: warmup spans, phases, restarts, milestones, polynomial, constant, plateau)
 DDP_CASES = [('LinearLR', 'epoch', 3), ('OneCycleLR', 'iter', 4),
              ('CosineRestartMomentum', 'epoch', 2), ('PolyParamScheduler', 'epoch', 4),
              ('MultiStepLR', 'iter', 3), ('ConstantMomentum', 'epoch', 4),
              ('ReduceOnPlateauLR', 'epoch_plain', 2)]
+
+
+def _guard_check(rank, queue):
+    """Rank 1 alone has a NaN loss term with no gradient path: both ranks must skip."""
+    from mmengine.model import MMDistributedDataParallel
+
+    from bevboost.engine.nonfinite import BoostOptimWrapper
+    from bevboost.testing.toy import ToyRegressor
+    torch.manual_seed(0)
+    model = MMDistributedDataParallel(ToyRegressor(), device_ids=None)
+    wrapper = BoostOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    gen = torch.Generator().manual_seed(rank)
+    for step in range(3):
+        x, y = torch.randn(2, 8, generator=gen), torch.randn(2, generator=gen)
+        with wrapper.optim_context(model):
+            loss = model(x, y, mode='loss')['loss']
+        if step == 1 and rank == 1:
+            loss = loss + torch.tensor(float('nan'))
+        wrapper.update_params(loss)
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    queue.put(('guard', rank, wrapper.applied_steps, wrapper.skipped_steps, weights.tolist()))
 
 
 def _worker(rank, port, work_dir, queue):
@@ -79,6 +107,7 @@ def _worker(rank, port, work_dir, queue):
     fast_config_text()
     try:
         _allreduce_check(rank, queue)
+        _guard_check(rank, queue)
         for name, decl, counts in DDP_CASES:
             ref_values, ref_params, kit_values, kit_params, _ = run_case(
                 f'{work_dir}/{name}-{decl}-{counts}', name, decl, counts, world_size=WORLD)
@@ -99,7 +128,7 @@ def ddp_results(tmp_path_factory):
     procs = [ctx.Process(target=_worker, args=(r, port, work_dir, queue)) for r in range(WORLD)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=300) for _ in range(WORLD * (1 + len(DDP_CASES)))]
+    results = [queue.get(timeout=300) for _ in range(WORLD * (2 + len(DDP_CASES)))]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
