@@ -10,6 +10,7 @@ unusual but real setups.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import zipfile
 from pathlib import Path
@@ -168,14 +169,23 @@ def check_specs(specs: list[str], what: str) -> list[str]:
 
 
 def check_boosts_apply(cfg: Any, specs: Iterable[str], what: str) -> None:
-    """Apply ``specs`` to a copy of ``cfg`` so a bad option value fails now, not mid-run."""
+    """Apply ``specs`` to a copy of ``cfg`` so a bad option value fails now, not mid-run.
+
+    The kit's info records of this trial (``applied boost ...``) are held back:
+    the real application logs them, and a refusal stays one line.
+    """
     from bevboost.boosts import apply_boosts
     specs = list(specs)
     check_specs(specs, what)
+    kit_logger = logging.getLogger('bevboost')
+    level = kit_logger.level
+    kit_logger.setLevel(max(level, logging.WARNING))
     try:
         apply_boosts(cfg, specs)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f'{what}: {exc}') from None
+    finally:
+        kit_logger.setLevel(level)
 
 
 def check_out_file(out: str, *, inputs: Iterable[str | None] = (), force: bool = False,

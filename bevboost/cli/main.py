@@ -53,12 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record, so in-process callers that swap
+    it (tests capturing output) never meet a handler bound to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format='%(levelname)s %(name)s: %(message)s')
+        format='%(levelname)s %(name)s: %(message)s', handlers=[_StderrHandler()])
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, PermissionError,

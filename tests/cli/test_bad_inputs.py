@@ -162,6 +162,8 @@ CASES = [
      ['--resume', '{empty_pth}', 'empty']),
     ('train-resume-truncated', ['train', '{toy_py}', '--resume', '{truncated_pth}'],
      ['--resume', '{truncated_pth}', 'truncated']),
+    ('train-boosted-truncated', ['train', '{toy_py}', '--boosts', 'accum=2', '--resume',
+                                 '{truncated_pth}'], ['--resume', '{truncated_pth}']),
     ('train-resume-not-checkpoint', ['train', '{toy_py}', '--resume', '{notckpt_pth}'],
      ['--resume', '{notckpt_pth}']),
     ('train-resume-missing', ['train', '{toy_py}', '--resume', '{fresh}.pth'],
@@ -251,7 +253,7 @@ def test_bad_input_is_exit_2_and_one_line(argv, needles, files, no_runs, capsys)
 
 #: cases whose real stderr (a fresh process: logging, warnings) must stay one line
 SUBPROCESS_CASES = ['bench-variants-bad-value', 'train-config-syntax',
-                    'train-resume-truncated', 'synth-out-not-empty']
+                    'train-boosted-truncated', 'synth-out-not-empty']
 
 
 @pytest.mark.parametrize('case_id', SUBPROCESS_CASES)
