@@ -3,10 +3,12 @@
 MMEngine only reports ``data_time`` (how long the main process waited), which
 says *that* the loader is slow, not *which* transform is. Here every transform
 of a dataset's ``pipeline`` and the ``collate_fn`` are wrapped in a timer;
-each worker sums its timings locally and ships one small dict every
-``flush_interval`` seconds (0.1) through a multiprocessing queue (or straight into
-the recorder when loading runs in the main process). Cost per stage: two
-``perf_counter`` calls and a dict update.
+each worker sums its timings locally and ships one small dict after a batch's
+collate (at most every ``flush_interval``, 10 ms) through a multiprocessing
+queue (or straight into the recorder when loading runs in the main process),
+with the worker's process CPU time since the last one and the samples batched:
+the workers' CPU-seconds per sample. Cost per stage: two ``perf_counter``
+calls, a pid check and a dict update.
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ class StageRecorder:
     """Sum of seconds and call count per stage, merged over all workers.
 
     Args:
-        flush_interval: seconds between two messages a worker sends.
+        flush_interval: least seconds between two messages a worker sends (it
+            sends after a batch's collate).
         mp_context: multiprocessing context matching the DataLoader's
             (default: the platform default, as torch uses).
     """
 
-    def __init__(self, flush_interval: float = 0.1, mp_context: Any = None) -> None:
+    def __init__(self, flush_interval: float = 0.01, mp_context: Any = None) -> None:
         if flush_interval <= 0:
             raise ValueError(f'flush_interval must be > 0, got {flush_interval!r}')
         self.flush_interval = float(flush_interval)
@@ -72,11 +75,13 @@ class StageRecorder:
         else:
             slot[0] += seconds
             slot[1] += 1.0
+        if stage != COLLATE:
+            return
         now = time.perf_counter()
-        since = now - self._last_flush
-        # flush on time, and after every batch once a little has accumulated, so
-        # short runs still report before their workers exit
-        if since >= self.flush_interval or (stage == COLLATE and since >= 0.01):
+        # flush at batch boundaries only (at most every 10 ms), so each message holds whole
+        # batches: their samples with all the CPU time they cost, never split by the warm-up
+        # reset; short runs still report before their workers exit
+        if now - self._last_flush >= self.flush_interval:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
