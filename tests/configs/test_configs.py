@@ -164,7 +164,15 @@ def test_every_boost_fragment_composes_with_every_model(model_cfg, fragment, tmp
         boosted = apply_boosts(cfg)
     assert list(requested) == boosted.bevboost_applied
     assert 'bevboost_boosts' not in boosted
-    assert boosted.model == cfg.model  # boosts change the recipe, not the network
+    # boosts change the recipe, not the network; fast-decode/dali may put the main-process
+    # decode stage in front of the model's own data preprocessor, which stays as it was
+    net = {k: v for k, v in cfg.model.items() if k != 'data_preprocessor'}
+    assert {k: v for k, v in boosted.model.items() if k != 'data_preprocessor'} == net
+    pre, original = boosted.model.get('data_preprocessor'), cfg.model.get('data_preprocessor')
+    if pre != original:
+        assert pre['type'] == 'MainProcessDecodePreprocessor'
+        hoisted = {k: pre[k] for k in ('voxelize_cfg',) if k in pre}
+        assert dict(pre['preprocessor'], **hoisted) == original
 
 
 @pytest.mark.parametrize('path', [p for p in ALL_CONFIGS if p not in MODEL_CONFIGS], ids=_name)
