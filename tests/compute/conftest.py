@@ -31,7 +31,7 @@ def one_torch_thread():
 def synth_root(tmp_path_factory) -> Path:
     synth = pytest.importorskip('bevboost.data.synth')
     out = tmp_path_factory.mktemp('synth_nuscenes_compute')
-    return synth.synthesize_nuscenes(out, scenes=1, samples_per_scene=6, image_size=(128, 352))
+    return synth.synthesize_nuscenes(out, scenes=2, samples_per_scene=4, image_size=(128, 352))
 
 
 @pytest.fixture
