@@ -79,7 +79,8 @@ IMAGES_PER_GPU_STEP = {'petrv2-320x800': 12, 'bevfusion-256x704': 4 * 6}  # 1 x 
 
 
 def stock_chain(aug_cfg: dict):
-    """mmdet3d's loader from the wheel (to_float32=True, as configs use it) + the model's transform."""
+    """mmdet3d's loader from the wheel (``to_float32=True`` as configs use it) + the model's own
+    resize transform."""
     from mmdet3d.datasets.transforms import LoadMultiViewImageFromFiles
     from tests.data.stock_aug import stock_transform
     load = LoadMultiViewImageFromFiles(to_float32=True, num_views=6)

@@ -187,7 +187,8 @@ class DaliBoost(Boost):
         name='dali', summary=('decode camera JPEGs with NVIDIA DALI: mixed (GPU) in the '
                               'training process on CUDA, CPU DALI in the workers elsewhere'),
         changes=FastDecodeBoost.card.changes,
-        expected_effect='offloads decode to the GPU (mixed); CPU DALI is no faster than fast-decode',
+        expected_effect=('offloads decode to the GPU (mixed); CPU DALI is no faster than '
+                         'fast-decode'),
         exact=False, requires=('nvidia.dali',), order=21)
 
     def apply(self, cfg: Config, **options: Any) -> None:

@@ -199,7 +199,8 @@ class DaliDecoder:
         try:
             (out,) = self._pipe.run()
         except RuntimeError as exc:
-            raise ImageLoadError(f'DALI could not decode ({exc})', ', '.join(paths), sample) from exc
+            raise ImageLoadError(f'DALI could not decode ({exc})', ', '.join(paths),
+                                 sample) from exc
         return out
 
 

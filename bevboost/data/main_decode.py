@@ -5,12 +5,12 @@ the parent has), so with ``FastLoadMultiViewImageFromFiles(decode='main')``
 they ship the encoded bytes, a per-view plan and the channel order
 (``img_jpeg`` in each data sample's metainfo).
 :class:`MainProcessDecodePreprocessor` wraps the model's own data
-preprocessor: it decodes the batch on the preprocessor's device -- nvJPEG (``torchvision.io.decode_jpeg``) or DALI
-``mixed`` on CUDA, libjpeg-turbo at reduced DCT scale on the CPU -- runs the
-resize/crop/flip/rotate as torch ops on that device, puts ``inputs['img']``
-as ``(N, 3, H, W)`` uint8 per sample (what ``Pack3DDetInputs`` gives), and
-hands the batch to the wrapped preprocessor. The CPU and CUDA forms are the
-same code; only the device and the decoder differ.
+preprocessor: it decodes the batch on the preprocessor's device (nvJPEG via
+``torchvision.io.decode_jpeg`` or DALI ``mixed`` on CUDA, libjpeg-turbo at a
+reduced DCT scale on the CPU), runs the resize/crop/flip/rotate as torch ops on
+that device, puts ``inputs['img']`` as ``(N, 3, H, W)`` uint8 per sample (what
+``Pack3DDetInputs`` gives) and hands the batch to the wrapped preprocessor. The
+CPU and CUDA forms are the same code; only the device and the decoder differ.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
                             torch.arange(w, device=x.device, dtype=torch.float32) + 0.5,
                             indexing='ij')
     dx, dy = xs - w / 2, ys - h / 2
-    # output (x', y') = R (x - c) + c with R = [[cos, sin], [-sin, cos]] -> source = R^T (x' - c) + c
+    # output x' = R (x - c) + c, R = [[cos, sin], [-sin, cos]]  ->  source x = R^T (x' - c) + c
     src_x = cos * dx - sin * dy + w / 2
     src_y = sin * dx + cos * dy + h / 2
     grid = torch.stack([src_x / w * 2 - 1, src_y / h * 2 - 1], -1)[None]

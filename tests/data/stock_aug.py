@@ -60,7 +60,7 @@ def _draw(h, w, final_dim, resize_lim, bot_pct_lim, rot_lim, rand_flip, train, t
 
 
 class ResizeCropFlipImage:
-    """Stand-in for PETR's (one draw per sample, H/W from ``data_aug_conf``, updates ``cam2img``)."""
+    """Stand-in for PETR's: one draw per sample, H/W from ``data_aug_conf``, updates ``cam2img``."""
 
     def __init__(self, data_aug_conf=None, training=True, keys='petr'):
         self.data_aug_conf, self.training, self.keys = data_aug_conf, training, keys

@@ -154,7 +154,8 @@ BOOSTED = sorted(str(p) for d in ('configs/petrv2', 'configs/bevfusion')
 
 def test_every_camera_boost_config_is_covered():
     names = {Path(p).name for p in BOOSTED}
-    assert {'petrv2_tiny_synth_fast-decode.py', 'petrv2_vov99_gridmask_800x320_8xb1-24e_nus_dali.py',
+    assert {'petrv2_tiny_synth_fast-decode.py',
+            'petrv2_vov99_gridmask_800x320_8xb1-24e_nus_dali.py',
             'bevfusion_lidar-cam_voxel0075_swint_256x704_8xb4-6e_nus_dali.py',
             'bevfusion_lidar-cam_voxel0075_swint_256x704_8xb4-6e_nus_fast-decode_shm.py'} <= names
 
@@ -176,7 +177,8 @@ def test_bundled_camera_configs_fold(path):
     else:  # where CUDA lives, decoding moves to the training process
         assert train_fast['decode'] == 'auto'
         assert cfg.model.data_preprocessor.type == 'MainProcessDecodePreprocessor'
-        assert 'img_jpeg' in next(p for p in pipes[0] if p['type'] == 'Pack3DDetInputs')['meta_keys']
+        pack = next(p for p in pipes[0] if p['type'] == 'Pack3DDetInputs')
+        assert 'img_jpeg' in pack['meta_keys']
     if 'bevfusion' in path:
         assert train_fast['channel_order'] == 'rgb'  # BEVLoad decodes with Pillow, RGB
         if 'shm' not in path:
