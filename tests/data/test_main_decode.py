@@ -161,3 +161,17 @@ def test_tiny_petrv2_trains_with_main_process_decode(tmp_path):
     losses = np.asarray(losses, dtype=np.float64)
     assert len(losses) == 12 and np.isfinite(losses).all()
     assert losses[-4:].mean() < losses[:4].mean(), losses
+
+
+@pytest.mark.dali
+def test_dali_in_the_main_process_matches_libjpeg_turbo(nus_root):
+    """The DALI branch of the main-process decoder (CPU DALI here, ``mixed`` on CUDA)."""
+    from bevboost.data.main_decode import BatchDecoder
+    shipped = FastLoadMultiViewImageFromFiles(seed=1, decode='main', **fold_options(KIT_AUG))(
+        make_results(nus_root))
+    job = shipped['img_jpeg']
+    cpu = BatchDecoder('cpu')(job['blobs'], job['plans'], torch.device('cpu'))
+    dali = BatchDecoder('dali')(job['blobs'], job['plans'], torch.device('cpu'))
+    assert [tuple(t.shape) for t in dali] == [tuple(t.shape) for t in cpu]
+    diff = (torch.stack(dali).float() - torch.stack(cpu).float()).abs().mean()
+    assert diff < 2.0, diff
