@@ -127,7 +127,8 @@ def train_pipeline_transforms(runner: Any) -> list[Any]:
     while not hasattr(dataset, 'pipeline') and hasattr(dataset, 'dataset'):
         dataset = dataset.dataset  # RepeatDataset, CBGSDataset, ...
     pipeline = getattr(dataset, 'pipeline', None)
-    return list(getattr(pipeline, 'transforms', None) or [])
+    # measurement wraps transforms in timers (``__wrapped__``): report what they wrap
+    return [getattr(t, '__wrapped__', t) for t in getattr(pipeline, 'transforms', None) or []]
 
 
 _BOOSTS: dict[str, Boost] = {}

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: the config ``bevboost bench`` runs when none is given
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
-DEFAULT_VARIANTS = 'baseline,amp,accum=2,fast-decode,shm,dali,all'
+#: without --variants: the baseline, every boost that switches on by name alone, accum=2, all
+DEFAULT_VARIANTS = 'baseline,<every boost that needs no value>,accum=2,all'
 #: synthetic data for the default config: where, and how much
 SYNTH_CACHE = Path(os.environ.get('BEVBOOST_CACHE', Path.home() / '.cache' / 'bevboost'))
 SYNTH_KWARGS = dict(scenes=3, samples_per_scene=8, seed=0)
@@ -106,7 +107,9 @@ def _checked_variants(args: argparse.Namespace) -> list:
         checks.check_range(value, what, low, high)
     checks.check_seconds(args.timeout, '--timeout')
     lenient = args.variants is None
-    text = DEFAULT_VARIANTS if lenient else args.variants
+    if lenient:
+        from bevboost.profiling.bench import default_variants
+    text = ','.join(default_variants()) if lenient else args.variants
     names = text.split(',')
     if not all(n.strip() for n in names):
         raise ValueError(f'--variants {text!r}: empty variant name; give comma-separated '

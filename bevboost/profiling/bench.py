@@ -69,16 +69,33 @@ def _boost_variant(name: str, *, lenient: bool) -> Variant:
 
 
 def _needs_value(boost: Any) -> bool:
-    """True when the boost cannot apply without ``name=value`` (e.g. ``accum``)."""
+    """True when the boost cannot apply without ``name=value`` (e.g. ``accum``): its error on
+    a minimal config asks for the value (a missing argument, or names ``name=``)."""
     from mmengine.config import Config
     try:
-        boost.apply(Config(dict(train_dataloader=dict(batch_size=1), optim_wrapper=dict(
-            type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)))))
+        boost.apply(Config(dict(
+            train_dataloader=dict(batch_size=1, num_workers=2),
+            optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)))))
     except TypeError as exc:
         return 'required' in str(exc) or 'missing' in str(exc)
+    except ValueError as exc:
+        return f'{boost.card.name}=' in str(exc)
     except Exception:  # anything else is the config's business, found in the run
         return False
     return False
+
+
+def default_variants() -> list[str]:
+    """``bevboost bench``'s default list, from the boost registry: the baseline, every boost
+    that switches on by name alone (new boosts join by registering), ``accum=2``, ``all``.
+    Those that do not fit the config are reported as unable to run, with the reason."""
+    names = [BASELINE]
+    for name, boost in available_boosts().items():
+        if name not in TOOLING_BOOSTS and not _needs_value(boost):
+            names.append(name)
+    if 'accum' in available_boosts():
+        names.append('accum=2')
+    return names + [ALL]
 
 
 def _all_variant(listed: list[Variant]) -> Variant:

@@ -170,6 +170,7 @@ class TimedStage:
 
     def __init__(self, fn: Callable, name: str, recorder: StageRecorder) -> None:
         self.fn = fn
+        self.__wrapped__ = fn  # the functools convention: checks of what a pipeline holds unwrap
         self.name = name
         self.recorder = recorder
 

@@ -34,7 +34,7 @@ from mmengine.registry import HOOKS
 
 from bevboost.profiling.gpu import GpuSampler
 from bevboost.profiling.loop_timing import (TimedIterator, restart_workers, stop_workers,
-                                             wrap_loop_batches, wrap_train_step)
+                                            wrap_loop_batches, wrap_train_step)
 from bevboost.profiling.stages import StageRecorder, TimedStage, instrument_dataloader
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class StallMonitorHook(Hook):
             pass
         self._curves['iter'].append(runner.iter)
         self._curves['loss'].append(float(loss.detach()) if hasattr(loss, 'detach')
-                                   else (float(loss) if loss is not None else None))
+                                    else (float(loss) if loss is not None else None))
         self._curves['lr'].append(lr)
 
     def _end_warmup(self) -> None:

@@ -86,3 +86,15 @@ def test_reset_drops_warmup():
 def test_bad_flush_interval():
     with pytest.raises(ValueError, match='flush_interval'):
         StageRecorder(flush_interval=0)
+
+
+def test_instrumented_pipeline_still_shows_its_transforms(toy_cfg):
+    # boost verdicts look at the built pipeline's transform types through the timers
+    from bevboost.boosts import train_pipeline_transforms
+    from bevboost.profiling.toy_bench import ToyDecode
+    from bevboost.runner_utils import build_runner
+    runner = build_runner(toy_cfg(max_iters=2), ['measure=0'])
+    runner.train()
+    dataset = runner.train_dataloader.dataset
+    assert isinstance(dataset.pipeline.transforms[0], TimedStage)
+    assert [type(t) for t in train_pipeline_transforms(runner)] == [ToyDecode]
