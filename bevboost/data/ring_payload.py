@@ -4,11 +4,13 @@ A payload is one tensor/array or a list of tensors/arrays/``bytes`` (encoded
 JPEGs). Each part is copied at a 64-byte aligned offset; its layout (kind,
 dtype, shape, offset) travels through the result queue, and the main process
 rebuilds each part as a view of the slot: tensors as tensors, arrays and
-``bytes`` as numpy arrays (uint8 for bytes), without copying.
+``bytes`` as numpy arrays (uint8 for bytes), without copying. A payload is
+found in a sample by a path of dict keys or attributes (``inputs.img``, or
+``data_samples.img_jpeg.blobs`` in a data sample's metainfo).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -65,3 +67,43 @@ def unpack(slot: np.ndarray, layout: tuple) -> Any:
         arr = slot[offset:offset + n].view(dtype).reshape(shape)
         out.append(torch.from_numpy(arr) if kind == 'tensor' else arr)
     return out if is_list else out[0]
+
+
+#: marks a payload path a sample does not have
+MISSING = object()
+
+
+def _step(obj: Any, key: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, MISSING)
+    return getattr(obj, key, MISSING)
+
+
+def find(sample: Any, path: Sequence[str]) -> Any:
+    """The value at ``path`` (dict keys or attributes, e.g. a data sample's metainfo), or MISSING."""
+    for key in path:
+        sample = _step(sample, key)
+        if sample is MISSING:
+            return MISSING
+    return sample
+
+
+def take(sample: Any, path: Sequence[str]) -> Any:
+    """Remove and return the value at ``path``; MISSING (and nothing removed) if absent."""
+    parent = find(sample, path[:-1])
+    value = MISSING if parent is MISSING else _step(parent, path[-1])
+    if value is not MISSING:
+        if isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            delattr(parent, path[-1])
+    return value
+
+
+def put(sample: Any, path: Sequence[str], value: Any) -> None:
+    """Put ``value`` back where :func:`take` found it."""
+    parent = find(sample, path[:-1])
+    if isinstance(parent, dict):
+        parent[path[-1]] = value
+    else:
+        setattr(parent, path[-1], value)

@@ -52,33 +52,17 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from bevboost.data.ring_payload import ALIGN, as_bytes_view, pack, parts, payload_nbytes, unpack
+from bevboost.data.ring_payload import (ALIGN, MISSING, as_bytes_view, find, pack, parts,
+                                        payload_nbytes, put, take, unpack)
 
 logger = logging.getLogger(__name__)
 
-#: where a sample keeps its payload (a uint8 multi-view image tensor, or a list of JPEG bytes)
-DEFAULT_IMAGE_KEY = ('inputs', 'img')
+#: where samples keep their payload: ``Pack3DDetInputs``' multi-view image tensor, and the
+#: JPEG bytes ``FastLoadMultiViewImageFromFiles(decode='main')`` ships in the metainfo
+DEFAULT_PAYLOAD_KEYS = (('inputs', 'img'), ('data_samples', 'img_jpeg', 'blobs'))
 _PR_SET_PDEATHSIG = 1
 #: seconds an idle worker waits for a task before checking that its parent is alive
 _LIVENESS_S = 1.0
-
-
-def _get(sample: Any, key: Sequence[str]) -> Any:
-    for k in key:
-        sample = sample[k]
-    return sample
-
-
-def _set(sample: Any, key: Sequence[str], value: Any) -> None:
-    for k in key[:-1]:
-        sample = sample.setdefault(k, {})
-    sample[key[-1]] = value
-
-
-def _pop(sample: Any, key: Sequence[str]) -> Any:
-    for k in key[:-1]:
-        sample = sample[k]
-    return sample.pop(key[-1])
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -110,8 +94,8 @@ def _seed_worker(dataset, worker_id: int, num_workers: int, base_seed: int,
         worker_init_fn(worker_id)
 
 
-def _worker(dataset, ring: np.ndarray, tasks, results, collate: Callable, key: tuple,
-            worker_id: int, num_workers: int, base_seed: int, worker_init_fn: Callable | None,
+def _worker(dataset, ring: np.ndarray, tasks, results, keys: tuple, worker_id: int,
+            num_workers: int, base_seed: int, worker_init_fn: Callable | None,
             parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     torch.set_num_threads(1)
@@ -128,13 +112,17 @@ def _worker(dataset, ring: np.ndarray, tasks, results, collate: Callable, key: t
                 return
             task_id, slot, indices = task
             try:
-                metas, layouts, offset = [], [], 0
+                samples, layouts, offset = [], [], 0
                 for idx in indices:
-                    sample = dataset[idx]
-                    layout, offset = pack(ring[slot], offset, _pop(sample, key))
-                    metas.append(sample)
-                    layouts.append(layout)
-                results.put((task_id, slot, layouts, collate(metas), None))
+                    sample, found = dataset[idx], []
+                    for k, path in enumerate(keys):
+                        payload = take(sample, path)
+                        if payload is not MISSING:
+                            layout, offset = pack(ring[slot], offset, payload)
+                            found.append((k, layout))
+                    samples.append(sample)
+                    layouts.append(found)
+                results.put((task_id, slot, layouts, samples, None))
             except Exception:  # re-raised by the main process with this text
                 results.put((task_id, slot, None, None, traceback.format_exc()))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the main process reports it
@@ -145,16 +133,16 @@ class ShmRingLoader:
     """Iterable of batches built by ``num_workers`` forked workers through a shm ring.
 
     Args:
-        dataset: map-style dataset whose samples hold, at ``image_key``, a uint8
-            image tensor/array (e.g. mmdet3d ``Pack3DDetInputs`` output:
-            ``inputs.img``) or a list of tensors/arrays/``bytes`` (encoded JPEGs;
-            they come back as uint8 arrays).
+        dataset: map-style dataset whose samples hold, at one of ``payload_keys``,
+            a uint8 image tensor/array (mmdet3d ``Pack3DDetInputs``: ``inputs.img``)
+            or a list of tensors/arrays/``bytes`` (encoded JPEGs, e.g.
+            ``data_samples.img_jpeg.blobs``; they come back as uint8 arrays).
         batch_size: samples per batch.
         num_workers: worker processes (>= 1).
         sampler: iterable of indices per epoch (default: shuffled or sequential).
-        collate_fn: collates the per-sample metadata (in the worker, payload key
-            removed) and the payloads (in the main process, as views); default
-            mmengine's ``pseudo_collate``, which keeps the views as a list.
+        collate_fn: collates the samples, in the main process once their payloads
+            are back in place as ring views; default mmengine's ``pseudo_collate``
+            (which keeps the views; ``default_collate`` stacks them: a copy).
         slots: ring slots; default ``2 * num_workers + 1``.
         slot_mib: bytes per slot in MiB; default: ``batch_size`` times the
             first sample's payload (twice that when the payload holds ``bytes``).
@@ -169,7 +157,7 @@ class ShmRingLoader:
                  shuffle: bool = False, sampler=None, collate_fn: Callable | None = None,
                  drop_last: bool = False, slots: int | None = None,
                  slot_mib: float | None = None, device: str = 'cpu',
-                 image_key: Sequence[str] = DEFAULT_IMAGE_KEY, seed: int = 0,
+                 payload_keys: Sequence[Sequence[str]] = DEFAULT_PAYLOAD_KEYS, seed: int = 0,
                  worker_init_fn: Callable | None = None,
                  generator: torch.Generator | None = None, timeout: float = 5.0) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -187,7 +175,10 @@ class ShmRingLoader:
             collate_fn = pseudo_collate
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.sampler, self.shuffle, self.drop_last = sampler, shuffle, drop_last
-        self.collate_fn, self.image_key, self.seed = collate_fn, tuple(image_key), seed
+        self.collate_fn, self.seed = collate_fn, seed
+        self.payload_keys = tuple(tuple(p) for p in payload_keys)
+        if not self.payload_keys or not all(self.payload_keys):
+            raise ValueError(f'payload_keys must be non-empty paths, got {payload_keys!r}')
         self.worker_init_fn, self.generator = worker_init_fn, generator
         self.slots = slots or 2 * num_workers + 1
         self.slot_mib = slot_mib
@@ -206,9 +197,14 @@ class ShmRingLoader:
         if self.slot_mib is not None:
             slot_bytes = int(self.slot_mib * 2 ** 20)
         else:
-            payload = _get(self.dataset[0], self.image_key)
-            has_bytes = any(as_bytes_view(p)[0] == 'bytes' for p in parts(payload)[1])
-            slot_bytes = payload_nbytes(payload) * self.batch_size * (2 if has_bytes else 1)
+            sample = self.dataset[0]
+            payloads = [p for p in (find(sample, k) for k in self.payload_keys) if p is not MISSING]
+            if not payloads:
+                raise ValueError(f'ShmRingLoader: sample 0 has none of payload_keys '
+                                 f'{self.payload_keys}; set the path of its image payload')
+            has_bytes = any(as_bytes_view(p)[0] == 'bytes' for x in payloads for p in parts(x)[1])
+            slot_bytes = sum(map(payload_nbytes, payloads)) * self.batch_size * (
+                2 if has_bytes else 1)
         slot_bytes = -(-slot_bytes // ALIGN) * ALIGN
         fd = os.memfd_create(f'bevboost-ring-{os.getpid()}', os.MFD_CLOEXEC)
         try:
@@ -292,10 +288,13 @@ class _RingIterator:
         self._loader, self._batches, self._ring = loader, batches, loader._ring
         self._closed: str | None = None
         ctx = mp.get_context('fork')
-        self._tasks, self._results = ctx.Queue(), ctx.Queue()
+        # one task queue per worker, batches dealt round-robin as torch does: which worker
+        # (and so which RNG stream) loads a batch does not depend on timing
+        self._tasks = [ctx.Queue() for _ in range(loader.num_workers)]
+        self._results = ctx.Queue()
         self._procs = [ctx.Process(target=_worker, daemon=True, args=(
-            loader.dataset, loader._ring, self._tasks, self._results, loader.collate_fn,
-            loader.image_key, w, loader.num_workers, base_seed, loader.worker_init_fn,
+            loader.dataset, loader._ring, self._tasks[w], self._results, loader.payload_keys, w,
+            loader.num_workers, base_seed, loader.worker_init_fn,
             os.getpid())) for w in range(loader.num_workers)]
         for p in self._procs:
             p.start()
@@ -320,22 +319,22 @@ class _RingIterator:
                 self.close('exhausted')
                 raise StopIteration
             while self._next_yield not in self._pending:
-                task_id, slot, layouts, meta, err = self._wait()
+                task_id, slot, layouts, samples, err = self._wait()
                 if err is not None:
                     raise RuntimeError(f'ShmRingLoader worker failed on batch '
                                        f'{self._submitted[task_id]}; worker traceback:\n{err}')
-                self._pending[task_id] = (slot, layouts, meta)
+                self._pending[task_id] = (slot, layouts, samples)
         except BaseException as exc:
             if not isinstance(exc, StopIteration):
                 self.close(f'it failed: {type(exc).__name__}')
             raise
-        slot, layouts, meta = self._pending.pop(self._next_yield)
+        slot, layouts, samples = self._pending.pop(self._next_yield)
         self._submitted.pop(self._next_yield)
         if self._in_use is not None:
             self._free.append(self._in_use)
         self._in_use = slot
         self._next_yield += 1
-        return self._assemble(slot, layouts, meta)
+        return self._assemble(slot, layouts, samples)
 
     def _submit(self) -> None:
         while self._free and not self._exhausted:
@@ -343,7 +342,8 @@ class _RingIterator:
             if batch is None:
                 self._exhausted = True
                 return
-            self._tasks.put((self._next_task, self._free.pop(), batch))
+            self._tasks[self._next_task % len(self._tasks)].put(
+                (self._next_task, self._free.pop(), batch))
             self._submitted[self._next_task] = batch
             self._next_task += 1
 
@@ -357,16 +357,17 @@ class _RingIterator:
                     raise RuntimeError(f'ShmRingLoader worker(s) died: {dead} '
                                        '(worker id, exit code)') from None
 
-    def _assemble(self, slot: int, layouts: list, meta: Any) -> Any:
-        payloads = [unpack(self._ring[slot], layout) for layout in layouts]
-        device = self._loader.device
+    def _assemble(self, slot: int, layouts: list, samples: list) -> Any:
+        device, keys = self._loader.device, self._loader.payload_keys
+        for sample, found in zip(samples, layouts):
+            for k, layout in found:
+                payload = unpack(self._ring[slot], layout)
+                if device.type == 'cuda' and isinstance(payload, torch.Tensor):
+                    payload = payload.to(device, non_blocking=True)
+                put(sample, keys[k], payload)
         if device.type == 'cuda':
-            payloads = [p.to(device, non_blocking=True) if isinstance(p, torch.Tensor) else p
-                        for p in payloads]
             torch.cuda.current_stream(device).synchronize()  # the slot is reused next
-        # collated as the loader's collate_fn would (pseudo_collate keeps the views)
-        _set(meta, self._loader.image_key, self._loader.collate_fn(payloads))
-        return meta
+        return self._loader.collate_fn(samples)
 
     def close(self, reason: str = 'closed') -> None:
         """Stop this iterator's workers (idempotent); later ``next()`` raises with ``reason``."""
@@ -374,9 +375,9 @@ class _RingIterator:
             return
         self._closed, self._ring = reason, None
         graceful = reason == 'exhausted'  # idle workers; otherwise their work is discarded
-        for _ in self._procs if graceful else ():
+        for tasks in self._tasks if graceful else ():
             try:
-                self._tasks.put(None)
+                tasks.put(None)
             except (OSError, ValueError):
                 pass
         for p in self._procs:
@@ -385,7 +386,7 @@ class _RingIterator:
             if p.is_alive():
                 p.kill()
             p.join()
-        for q in (self._tasks, self._results):
+        for q in (*self._tasks, self._results):
             q.cancel_join_thread()
             q.close()
 

@@ -45,6 +45,16 @@ class Jpegs(Toy):
         return {'inputs': {'img': views}, 'data_samples': {'idx': i}}
 
 
+class EncodedInMetainfo(Toy):
+    """What ``FastLoadMultiViewImageFromFiles(decode='main')`` + ``Pack3DDetInputs`` give."""
+
+    def __getitem__(self, i: int) -> dict:
+        from mmengine.structures import BaseDataElement
+        blobs = [bytes([i, v]) * (40 + 5 * i + v) for v in range(2)]
+        sample = BaseDataElement(metainfo=dict(img_jpeg=dict(blobs=blobs, plans=[i, i])))
+        return {'inputs': {}, 'data_samples': sample}
+
+
 def _ring_mappers(marker: str) -> set[int]:
     """PIDs of live processes mapping a ring whose memfd name contains ``marker``."""
     found = set()
@@ -76,6 +86,28 @@ def _wait_gone(pids, marker: str, within: float = 5.0) -> tuple[set, set]:
         if (not alive and not mappers) or time.monotonic() > deadline:
             return alive, mappers
         time.sleep(0.1)
+
+
+def test_encoded_bytes_in_a_data_samples_metainfo_travel_through_the_ring():
+    with ShmRingLoader(EncodedInMetainfo(5), batch_size=2, num_workers=2) as loader:
+        batches = list(loader)
+        lo, hi = loader._ring.ctypes.data, loader._ring.ctypes.data + loader._ring.nbytes
+    reference = list(torch.utils.data.DataLoader(EncodedInMetainfo(5), batch_size=2,
+                                                 collate_fn=pseudo_collate))
+    for ours, ref in zip(batches, reference, strict=True):
+        for s_ours, s_ref in zip(ours['data_samples'], ref['data_samples'], strict=True):
+            assert s_ours.img_jpeg['plans'] == s_ref.img_jpeg['plans']
+            for got, want in zip(s_ours.img_jpeg['blobs'], s_ref.img_jpeg['blobs'], strict=True):
+                assert isinstance(got, np.ndarray) and lo <= got.ctypes.data < hi
+                assert got.tobytes() == want
+
+
+def test_a_sample_without_any_payload_path_is_a_clear_error():
+    class NoImages(Toy):
+        def __getitem__(self, i):
+            return {'inputs': {'points': torch.zeros(3)}}
+    with pytest.raises(ValueError, match='payload_keys'):
+        iter(ShmRingLoader(NoImages(2), batch_size=1, num_workers=1))
 
 
 @pytest.mark.parametrize('dataset', [Toy(10), Jpegs(7)], ids=['uint8', 'encoded-bytes'])
@@ -237,7 +269,7 @@ def test_iteration_based_runner_closes_its_ring_loader(tmp_path, fail_at):
     from bevboost.testing.toy import toy_config
     cfg = toy_config(str(tmp_path), batch_size=4, max_iters=5)
     cfg['train_dataloader'].update(num_workers=2, collate_fn=dict(type='pseudo_collate'),
-                                   shm_ring=dict(image_key=('inputs',)))
+                                   shm_ring=dict(payload_keys=[('inputs',)]))
     spy = _PidSpy(fail_at)
     cfg['custom_hooks'] = [spy]
     runner = ShmRingRunner(**cfg)

@@ -81,7 +81,7 @@ def _config(work_dir: Path, data_root: Path, runner_type: str | None) -> dict:
     cfg['default_hooks']['logger'] = dict(type='LoggerHook', interval=2)
     if runner_type == 'ShmRingRunner':
         cfg['train_dataloader'].update(collate_fn=dict(type='pseudo_collate'),
-                                       shm_ring=dict(image_key=('inputs',)))
+                                       shm_ring=dict(payload_keys=[('inputs',)]))
     return cfg
 
 
@@ -89,7 +89,9 @@ def _config(work_dir: Path, data_root: Path, runner_type: str | None) -> dict:
 def test_skipped_samples_total_is_in_the_work_dir_log(tmp_path, runner_cls):
     data_root = tmp_path / 'data'
     data_root.mkdir()
-    runner = runner_cls(**_config(tmp_path / 'work', data_root, runner_cls.__name__))
+    # a unique experiment name: mmengine reuses the logger (and its file) of a same-named one
+    runner = runner_cls(**_config(tmp_path / 'work', data_root, runner_cls.__name__),
+                        experiment_name=f'skip-counts-{tmp_path.name}')
     runner.train()
     log = Path(runner.log_dir, f'{runner.timestamp}.log').read_text()
     expected = len(CORRUPT) * EPOCHS
