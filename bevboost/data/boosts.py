@@ -156,7 +156,21 @@ def verify_fast_loader(runner: Any, backend: str | None) -> str:
     folded = (f'resize/crop {fold or ""} folded to {tuple(loader.final_dim)}' if loader.final_dim
               else 'resize not folded (no resize/crop transform followed the loader: '
                    'full-size decode)')
-    return f'{FAST_TYPE} backend={loader.backend}, {folded}'
+    return f'{FAST_TYPE} backend={loader.backend}, {folded}, {_decode_site(runner, loader)}'
+
+
+def _decode_site(runner: Any, loader: Any) -> str:
+    """Where the built runner decodes; BoostNotInEffect when shipped bytes have no decoder."""
+    from bevboost.boosts import BoostNotInEffect
+    from bevboost.data.main_decode import MainProcessDecodePreprocessor
+    if getattr(loader, 'decode', 'worker') != 'main':
+        return 'decoded in the loader workers'
+    model = getattr(runner.model, 'module', runner.model)
+    pre = getattr(model, 'data_preprocessor', None)
+    if not isinstance(pre, MainProcessDecodePreprocessor):
+        raise BoostNotInEffect(f'{FAST_TYPE} ships encoded images (decode=main) but the model '
+                               f'has no {MAIN_DECODE_PREPROCESSOR} to decode them')
+    return f'decoded in the training process ({pre.decoder.backend})'
 
 
 @register_boost

@@ -161,6 +161,12 @@ def test_tiny_petrv2_trains_with_main_process_decode(tmp_path):
     losses = np.asarray(losses, dtype=np.float64)
     assert len(losses) == 12 and np.isfinite(losses).all()
     assert losses[-4:].mean() < losses[:4].mean(), losses
+    from bevboost.boosts import BoostNotInEffect, get_boost
+    verdict = get_boost('fast-decode').verify(runner)
+    assert 'MultiViewResizeCropFlip' in verdict and 'training process (cpu)' in verdict
+    runner.model.data_preprocessor = pre.preprocessor  # shipped bytes nobody decodes
+    with pytest.raises(BoostNotInEffect, match='MainProcessDecodePreprocessor'):
+        get_boost('fast-decode').verify(runner)
 
 
 @pytest.mark.dali
