@@ -282,3 +282,41 @@ def test_iteration_based_runner_closes_its_ring_loader(tmp_path, fail_at):
     assert isinstance(loader, ShmRingLoader) and len(spy.pids) == 2
     assert not any(_alive(p) for p in spy.pids) and loader.worker_pids == []
     assert _ring_mappers(f'bevboost-ring-{os.getpid()}') == set()
+
+
+@pytest.mark.mmdet3d
+def test_tiny_petrv2_trains_with_main_process_decode_through_the_ring(tmp_path):
+    """fast-decode with decode='main' (what 'auto' picks on CUDA) + shm: the JPEG bytes ride the ring."""
+    from mmengine.hooks import Hook
+
+    from bevboost.boosts import apply_boosts
+    from bevboost.data.main_decode import MainProcessDecodePreprocessor
+    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.runner_utils import build_runner
+    from tests.petr.conftest import TINY_CONFIG, tiny_config
+    root = synthesize_nuscenes(tmp_path / 'nus', scenes=2, samples_per_scene=2,
+                               image_size=(128, 352))
+    (tmp_path / 'work').mkdir()
+    cfg = tiny_config(root, tmp_path / 'work', max_iters=3, config=TINY_CONFIG, num_workers=2)
+    cfg = apply_boosts(cfg, {'fast-decode': dict(backend='cpu', decode='main'), 'shm': {}})
+    cfg.train_cfg.val_interval = 10 ** 9
+    seen = []
+
+    class BlobSpy(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            ring = runner.train_dataloader._ring
+            blob = data_batch['data_samples'][0].img_jpeg['blobs'][0]
+            seen.append(isinstance(blob, np.ndarray)
+                        and ring.ctypes.data <= blob.ctypes.data < ring.ctypes.data + ring.nbytes)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = build_runner(cfg)
+        runner.register_hook(BlobSpy())
+        runner.train()
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(runner.train_dataloader, ShmRingLoader) and seen == [True] * 3
+    assert isinstance(runner.model.data_preprocessor, MainProcessDecodePreprocessor)
+    losses = np.asarray(runner.message_hub.get_scalar('train/loss').data[0], np.float64)
+    assert len(losses) == 3 and np.isfinite(losses).all()
