@@ -2,11 +2,16 @@
 
 Run: ``pytest benchmarks/test_bench_data.py -s`` (a few minutes on 2 CPU cores).
 
-* CPU time per image (``time.process_time``, medians over interleaved rounds)
-  at PETRv2's test-time 320x800 target (resize 0.5): stock = full OpenCV
-  decode, float32, PIL resize/crop, float32 (``LoadMultiViewImageFromFiles``
-  + ``ResizeCropFlipImage``); kit = ``FastLoadMultiViewImageFromFiles``.
-  Goal: >= 5x less.
+* CPU time per camera image (``time.process_time``, medians over interleaved
+  rounds) against the real stock path: mmdet3d's ``LoadMultiViewImageFromFiles``
+  from the wheel (``to_float32=True``) + the model's own resize transform
+  (PETR ``ResizeCropFlipImage`` at 320x800, BEVFusion ``ImageAug3D`` at
+  256x704; from an mmdetection3d checkout with ``MMDET3D_ROOT``, else their
+  step-for-step stand-ins in ``tests/data/stock_aug.py``), train and test.
+  Kit paths: full decode (folded), reduced decode (accuracy-trading), and the
+  main-process decode split into its worker and main (CPU form) sides.
+  Goal: >= 8x less CPU per image with reduced decode, train included. Also
+  the bytes per sample crossing the worker boundary and cores per GPU.
 * Loader where transfer matters: ``ShmRingLoader`` vs torch's ``DataLoader``
   (2 workers, mmengine's ``pseudo_collate``) on uint8 320x800 x 12 views with
   a negligible decode and on the 12 views' JPEG bytes: samples per CPU-second
@@ -16,6 +21,7 @@ Run: ``pytest benchmarks/test_bench_data.py -s`` (a few minutes on 2 CPU cores).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import resource
@@ -23,13 +29,10 @@ import statistics
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from bevboost.data import augment
-from bevboost.data.reference import stock_resize_crop
 from bevboost.data.shm_loader import ShmRingLoader
 from bevboost.data.synth import synthesize_nuscenes
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
@@ -50,36 +53,118 @@ def samples(tmp_path_factory) -> list[dict]:
                                            for c, v in i['images'].items()}) for i in infos]
 
 
-def stock_load(results: dict) -> list[np.ndarray]:
-    imgs = [cv2.imdecode(np.frombuffer(open(c['img_path'], 'rb').read(), np.uint8),
-                         cv2.IMREAD_UNCHANGED).astype(np.float32)
-            for c in results['images'].values()]
-    params = augment.sample_aug(imgs[0].shape[:2], FINAL)
-    return [stock_resize_crop(im, params) for im in imgs]
+#: the models' own resize/crop transforms, as their configs set them (train, test)
+STOCK_AUGS = {
+    'petrv2-320x800': {
+        train: dict(type='ResizeCropFlipImage', training=train, data_aug_conf=dict(
+            resize_lim=(0.47, 0.625), final_dim=(320, 800), bot_pct_lim=(0.0, 0.0),
+            rot_lim=(0.0, 0.0), H=900, W=1600, rand_flip=True)) for train in (True, False)},
+    'bevfusion-256x704': {
+        train: dict(type='ImageAug3D', final_dim=(256, 704),
+                    resize_lim=(0.38, 0.55) if train else (0.48, 0.48), bot_pct_lim=(0.0, 0.0),
+                    rot_lim=(-5.4, 5.4) if train else (0.0, 0.0), rand_flip=train,
+                    is_train=train) for train in (True, False)},
+}
+#: stock CPU-ms / reduced-decode CPU-ms must stay above these: 0.8x the lower of two runs on a
+#: shared 2-core CPU (docs/data.md: 6.9x, 9.7x, 5.7x, 7.5x). The goal, >= 8x with training
+#: included, is met only at PETRv2 test time on this CPU (see docs/data.md for why)
+MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.5, ('petrv2-320x800', 'test'): 7.8,
+               ('bevfusion-256x704', 'train'): 4.6, ('bevfusion-256x704', 'test'): 6.0}
+#: the same for the worker side of main-process decode (measured 168x-290x)
+MIN_WORKER_SIDE_SPEEDUP = 135.0
+#: the pixel tolerance of reduced decode vs the stock chain (held in tests/data/test_fold.py)
+TOLERANCE = 'mean |diff| <= 1.0 grey levels, p99 <= 6 (with rotation: 2.0 / 20)'
+STEP_S = 0.5  # a training step to feed, for the cores-per-GPU figure
+IMAGES_PER_GPU_STEP = {'petrv2-320x800': 12, 'bevfusion-256x704': 4 * 6}  # 1 x 6 cams x 2 frames
+
+
+def stock_chain(aug_cfg: dict):
+    """mmdet3d's loader from the wheel (``to_float32=True`` as configs use it) + the model's own
+    resize transform."""
+    from mmdet3d.datasets.transforms import LoadMultiViewImageFromFiles
+    from tests.data.stock_aug import stock_transform
+    load = LoadMultiViewImageFromFiles(to_float32=True, num_views=6)
+    aug = stock_transform(aug_cfg['type'])(**{k: v for k, v in aug_cfg.items() if k != 'type'})
+    return lambda results: aug(load(results))
 
 
 def _cpu_ms_per_image(fn, samples: list[dict]) -> float:
     t0 = time.process_time()
     n = 0
     for s in samples:
-        n += len(fn(dict(s)) if fn is stock_load else fn(dict(s))['img'])
+        out = fn(copy.deepcopy(s))
+        n += len(out['img_jpeg']['blobs'] if 'img_jpeg' in out else out['img'])
     return (time.process_time() - t0) * 1e3 / n
 
 
-def test_cpu_time_per_image(samples, benchmark):
-    fast = FastLoadMultiViewImageFromFiles(final_dim=FINAL)
-    _cpu_ms_per_image(stock_load, samples[:1]), _cpu_ms_per_image(fast, samples[:1])  # warm-up
-    stock_ms, fast_ms = [], []
+def _paths(aug_cfg: dict) -> dict:
+    from bevboost.data.fold import fold_options
+    from bevboost.data.main_decode import BatchDecoder
+    options = fold_options(aug_cfg)
+    worker_side = FastLoadMultiViewImageFromFiles(decode='main', **options)
+    decoder = BatchDecoder('cpu')
+
+    def main_cpu_form(results):  # what the training process does per sample without a GPU
+        job = results['img_jpeg']
+        return dict(img=decoder(job['blobs'], job['plans'], torch.device('cpu'),
+                                job['channel_order'], job['max_upsample']))
+    return {
+        'stock (exact)': stock_chain(aug_cfg),
+        'kit full decode': FastLoadMultiViewImageFromFiles(dct_scaling=False, **options),
+        'kit reduced decode': FastLoadMultiViewImageFromFiles(**options),
+        'main-decode, worker side': worker_side,
+        'main-decode, main side (CPU form)': lambda r: main_cpu_form(worker_side(r)),
+    }
+
+
+@pytest.mark.mmdet3d
+@pytest.mark.parametrize('phase', ['train', 'test'])
+@pytest.mark.parametrize('model', sorted(STOCK_AUGS))
+def test_cpu_ms_per_image_vs_stock(samples, benchmark, model, phase):
+    """CPU-ms per camera image, every path side by side in interleaved rounds."""
+    paths = _paths(STOCK_AUGS[model][phase == 'train'])
+    for fn in paths.values():
+        _cpu_ms_per_image(fn, samples[:1])  # warm-up
+    ms = {name: [] for name in paths}
     for _ in range(ROUNDS):
-        stock_ms.append(_cpu_ms_per_image(stock_load, samples))
-        fast_ms.append(_cpu_ms_per_image(fast, samples))
-    benchmark.pedantic(fast, args=(dict(samples[0]),), rounds=5, iterations=1)
-    ratio = statistics.median(stock_ms) / statistics.median(fast_ms)
-    benchmark.extra_info.update(stock_cpu_ms_per_image=statistics.median(stock_ms),
-                                kit_cpu_ms_per_image=statistics.median(fast_ms), ratio=ratio)
-    logger.warning('CPU ms/image at 320x800: stock %.2f, kit %.2f -> %.2fx less',
-                   statistics.median(stock_ms), statistics.median(fast_ms), ratio)
-    assert ratio > 2.0  # goal >= 5x; a loose floor keeps shared CI machines from flaking
+        for name, fn in paths.items():
+            ms[name].append(_cpu_ms_per_image(fn, samples))
+    med = {name: statistics.median(v) for name, v in ms.items()}
+    spread = {name: max(v) - min(v) for name, v in ms.items()}
+    benchmark.pedantic(paths['kit reduced decode'], args=(copy.deepcopy(samples[0]),),
+                       rounds=3, iterations=1)
+    speedup = med['stock (exact)'] / med['kit reduced decode']
+    cores = {name: med[name] * IMAGES_PER_GPU_STEP[model] / (STEP_S * 1e3) for name in med}
+    benchmark.extra_info.update(cpu_ms_per_image=med, spread_ms=spread, speedup=speedup,
+                                cores_per_gpu_at_step_s=dict(step_s=STEP_S, **cores),
+                                reduced_decode_tolerance=TOLERANCE)
+    for name in paths:
+        logger.warning('%s %s: %-34s %7.2f CPU-ms/image (spread %.2f) %6.1fx  %.2f cores/GPU '
+                       'at %.1f s/step', model, phase, name, med[name], spread[name],
+                       med['stock (exact)'] / med[name], cores[name], STEP_S)
+    assert speedup >= MIN_SPEEDUP[(model, phase)], f'{model} {phase}: {speedup:.1f}x'
+    worker_side = med['stock (exact)'] / med['main-decode, worker side']
+    assert worker_side >= MIN_WORKER_SIDE_SPEEDUP, f'{model} {phase}: {worker_side:.0f}x'
+    # full decode still folds the resize (no float32, no PIL): it must beat the stock path too
+    assert med['kit full decode'] < med['stock (exact)']
+
+
+@pytest.mark.mmdet3d
+@pytest.mark.parametrize('model', sorted(STOCK_AUGS))
+def test_bytes_per_sample_across_the_worker_boundary(samples, benchmark, model):
+    """Pickled image payload of one sample, as a DataLoader worker sends it."""
+    paths = _paths(STOCK_AUGS[model][True])
+    sizes = {}
+    for name, key in (('stock (exact)', 'float32'), ('kit reduced decode', 'uint8'),
+                      ('main-decode, worker side', 'encoded')):
+        out = paths[name](copy.deepcopy(samples[0]))
+        sizes[key] = len(pickle.dumps(out.get('img_jpeg', out.get('img')), protocol=5))
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(bytes_per_sample=sizes)
+    logger.warning('%s bytes/sample across the worker boundary: %s', model,
+                   ', '.join(f'{k} {v / 2**20:.2f} MiB' for k, v in sizes.items()))
+    assert abs(sizes['float32'] / sizes['uint8'] - 4) < 0.05
+    assert sizes['encoded'] < sizes['uint8']
 
 
 class CameraDataset:
