@@ -12,7 +12,7 @@ stand-in covers that variant with ``keys='streampetr'``.
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import sys
 
@@ -116,15 +116,25 @@ class ImageAug3D:
         return data
 
 
+#: where the real classes live in an mmdetection3d checkout (v1.4.0)
+PROJECT_FILES = {'ResizeCropFlipImage': 'projects/PETR/petr/transforms_3d.py',
+                 'ImageAug3D': 'projects/BEVFusion/bevfusion/transforms_3d.py'}
+
+
 def stock_transform(name: str):
-    """The real projects/ class when an mmdetection3d checkout is configured, else the stand-in."""
+    """The real projects/ class when an mmdetection3d checkout is configured, else the stand-in.
+
+    The checkout's module file is loaded on its own (not its package, whose other
+    modules register names the kit's plugins also register).
+    """
     root = os.environ.get('MMDET3D_ROOT')
-    if root and name in ('ResizeCropFlipImage', 'ImageAug3D'):
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        module = ('projects.PETR.petr.transforms_3d' if name == 'ResizeCropFlipImage'
-                  else 'bevboost_bevfusion.project')
-        importlib.import_module(module)
-        from mmdet3d.registry import TRANSFORMS
-        return TRANSFORMS.get(name)
+    if root and name in PROJECT_FILES:
+        module_name = f'mmdet3d_project_{name}'
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                module_name, os.path.join(root, PROJECT_FILES[name]))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        return getattr(sys.modules[module_name], name)
     return {'ResizeCropFlipImage': ResizeCropFlipImage, 'ImageAug3D': ImageAug3D}[name]

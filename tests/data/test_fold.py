@@ -54,17 +54,17 @@ def _stock_chain(results: dict, aug_cfg: dict, seed: int) -> dict:
     name = aug_cfg['type']
     if name == 'MultiViewResizeCropFlip':
         from bevboost_petr.transforms import MultiViewResizeCropFlip as cls
-    elif name == 'ResizeCropFlipRotImage':  # StreamPETR: same maths on intrinsics/extrinsics
+    elif name == 'ResizeCropFlipRotImage':  # StreamPETR: PETR's maths on intrinsics/extrinsics
         cls = stock_transform('ResizeCropFlipImage')
         if cls.__module__ == 'tests.data.stock_aug':
             kwargs['keys'] = 'streampetr'
-        out['intrinsics'] = [np.asarray(k) for k in out['cam2img']]
-        out['extrinsics'] = [np.asarray(m) for m in out['lidar2cam']]
+            out['intrinsics'] = [np.asarray(k) for k in out['cam2img']]
+            out['extrinsics'] = [np.asarray(m) for m in out['lidar2cam']]
     else:
         cls = stock_transform(name)
     np.random.seed(seed)
     out = cls(**kwargs)(out)
-    if name == 'ResizeCropFlipRotImage':
+    if 'intrinsics' in out:
         out['cam2img'] = out.pop('intrinsics')
     return out
 
