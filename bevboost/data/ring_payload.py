@@ -80,7 +80,7 @@ def _step(obj: Any, key: str) -> Any:
 
 
 def find(sample: Any, path: Sequence[str]) -> Any:
-    """The value at ``path`` (dict keys or attributes, e.g. a data sample's metainfo), or MISSING."""
+    """The value at ``path`` (dict keys or attributes: a data sample's metainfo too), or MISSING."""
     for key in path:
         sample = _step(sample, key)
         if sample is MISSING:

@@ -104,7 +104,10 @@ class SkippedSamplesHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
-        if self._train_counts and (self.every_n_train_iters(runner, self.interval)
+        if not self._train_counts:
+            return
+        # the LoggerHook's own condition, so every logged line carries the current total
+        if (self.every_n_train_iters(runner, self.interval)
                 or self.every_n_inner_iters(batch_idx, self.interval)
                 or self.end_of_epoch(runner.train_dataloader, batch_idx)):
             runner.message_hub.update_scalar('train/skipped_samples',

@@ -286,7 +286,7 @@ def test_iteration_based_runner_closes_its_ring_loader(tmp_path, fail_at):
 
 @pytest.mark.mmdet3d
 def test_tiny_petrv2_trains_with_main_process_decode_through_the_ring(tmp_path):
-    """fast-decode with decode='main' (what 'auto' picks on CUDA) + shm: the JPEG bytes ride the ring."""
+    """fast-decode, decode='main' ('auto' on CUDA), + shm: the JPEG bytes ride the ring."""
     from mmengine.hooks import Hook
 
     from bevboost.boosts import apply_boosts
