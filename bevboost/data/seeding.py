@@ -67,6 +67,12 @@ class WorkerRng:
         entropy += [x for x in (key[1], self.seed) if x is not None]
         return np.random.default_rng(entropy)
 
+    def __getstate__(self) -> dict:
+        return {'seed': self.seed, '_owner': self._owner}  # the stream is rebuilt where used
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _key=None, _stream=None)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith('_'):  # pickling/copy probes, unset attributes
             raise AttributeError(name)
