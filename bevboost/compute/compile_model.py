@@ -1,14 +1,18 @@
 """``compile``: ``torch.compile`` through mmengine's own ``compile`` key, optionally scoped.
 
-Whole model (``compile`` or ``compile=model``): sets ``cfg.compile`` and lets
-mmengine's ``Runner.train`` compile ``model.train_step`` as it always does.
-mmengine has no scope, so a scoped compile (``compile=backbone`` or
+Whole model (``compile=model``; the default for models without an
+``img_backbone``): sets ``cfg.compile`` and lets mmengine's ``Runner.train``
+compile ``model.train_step`` as it always does. mmengine has no scope, so a
+scoped compile (``compile=backbone``, the default for camera detectors, or
 ``compile=img_backbone/img_neck``) leaves ``cfg.compile`` unset and compiles
 the named submodules in place with ``nn.Module.compile`` at ``before_train``:
 parameter names and checkpoints stay as they are (no ``_orig_mod.`` prefix),
-and the Hungarian matcher's CPU work and the head's box-count-dependent shapes
-stay outside the graphs. Either way :class:`CompileTimingHook` logs the first
-iteration (compilation included) apart from the steady-state step time.
+and the data samples, the Hungarian matcher's CPU work and the head's
+box-count-dependent shapes stay outside the graphs (with torch 2.13 and
+mmengine 0.10.7 the whole PETRv2 train_step does not compile: dynamo fails on
+``Det3DDataSample.set_metainfo`` deep-copying numpy metadata). Either way
+:class:`CompileTimingHook` logs the first iteration (compilation included)
+apart from the steady-state step time.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, add_custom_hook, register_boost
-from bevboost.compute._common import check_model_config_has, log, module_names, submodules
+from bevboost.compute._common import log, module_names, submodules
 
 #: ``compile=backbone``: the camera backbone and neck, as mmdet3d detectors name them
 BACKBONE_SCOPE = ('img_backbone', 'img_neck')
@@ -42,12 +46,27 @@ def _compile_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def _scope(modules: Any) -> tuple[str, ...] | None:
-    """None for the whole model, else the submodule names."""
-    if modules is None or modules == WHOLE_MODEL:
+def _scope(modules: Any, cfg: Config) -> tuple[str, ...] | None:
+    """None for the whole model, else the submodule names.
+
+    ``None`` (default): the backbone scope when the model config has an
+    ``img_backbone``, else the whole model.
+    """
+    model = cfg.get('model')
+    model_keys = set(model) if isinstance(model, dict) else set()
+    if modules is None:
+        modules = 'backbone' if BACKBONE_SCOPE[0] in model_keys else WHOLE_MODEL
+        if modules == 'backbone':
+            log('compile: camera detector: compiling its backbone and neck (the whole '
+                'train_step breaks on the data samples; compile=model forces it)')
+    if modules == WHOLE_MODEL:
         return None
     if modules == 'backbone':
-        return BACKBONE_SCOPE
+        if BACKBONE_SCOPE[0] not in model_keys:
+            raise ValueError(f'compile: the model config has no {BACKBONE_SCOPE[0]!r} for '
+                             f'compile=backbone; name the submodules (compile=a/b) or use '
+                             f'compile=model')
+        return tuple(n for n in BACKBONE_SCOPE if n in model_keys)
     return module_names(modules, option='modules', boost='compile')
 
 
@@ -66,13 +85,14 @@ def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
     """Whole model through ``cfg.compile``; named submodules through :class:`CompileTimingHook`.
 
     Args:
-        modules: ``None``/``'model'`` (mmengine compiles ``train_step``),
-            ``'backbone'`` (``img_backbone`` and ``img_neck``) or submodule names.
+        modules: ``'model'`` (mmengine compiles ``train_step``), ``'backbone'``
+            (``img_backbone`` and ``img_neck``), submodule names, or None
+            (``'backbone'`` for camera detectors, else ``'model'``).
         **compile_kwargs: ``torch.compile`` options (``backend``, ``mode``,
             ``dynamic``, ...).
     """
-    scope = _scope(modules)
     kwargs = _compile_kwargs(compile_kwargs)
+    scope = _scope(modules, cfg)
     if scope is None:
         cfg.compile = kwargs or True
     else:
@@ -80,8 +100,6 @@ def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
             raise ValueError('compile: the config already compiles the whole train_step '
                              f'(compile={cfg.compile!r}); a scoped compile of {list(scope)} would '
                              'compile those modules twice. Drop one of the two.')
-        if scope == BACKBONE_SCOPE:
-            check_model_config_has(cfg, scope, boost='compile')
     add_custom_hook(cfg, dict(type='CompileTimingHook',
                               modules=None if scope is None else list(scope),
                               compile_cfg=None if scope is None else kwargs))
@@ -142,8 +160,9 @@ def _has_cxx_compiler() -> bool:
 class CompileBoost(Boost):
     card = BoostCard(
         name='compile',
-        summary='torch.compile: the whole train_step through mmengine\'s `compile` key, or only '
-                'named submodules (compile=backbone: img_backbone + img_neck)',
+        summary='torch.compile: the whole train_step through mmengine\'s `compile` key '
+                '(compile=model), or named submodules (compile=backbone: img_backbone + '
+                'img_neck, the default for camera detectors)',
         changes=('compile', 'custom_hooks'),
         expected_effect='GPU: fused kernels, typically 1.1-1.5x on conv backbones (unmeasured '
                         'here); CPU: see docs/compute.md; the first iteration pays the '
@@ -161,7 +180,11 @@ class CompileBoost(Boost):
         return None
 
     def verify(self, runner: Any, **options: Any) -> str:
-        scope = _scope(options.get('modules'))
+        hook = next((h for h in runner.hooks if isinstance(h, CompileTimingHook)), None)
+        if hook is None and not runner.cfg.get('compile'):
+            raise BoostNotInEffect("compile: neither mmengine's `compile` key nor "
+                                   'CompileTimingHook is on this runner')
+        scope = None if hook is None else hook.modules
         if scope is None:
             if not is_compiled_function(runner.model.train_step):
                 raise BoostNotInEffect(

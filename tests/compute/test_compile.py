@@ -25,6 +25,9 @@ def test_whole_model_compiled_by_mmengine_matches_eager(tmp_path):
                               log_level='INFO')
     assert boosted.cfg.compile is True  # mmengine's key, mmengine's route
     assert 'train_step compiled by mmengine' in get_boost('compile').verify(boosted)
+    with pytest.raises(BoostNotInEffect, match="neither mmengine's `compile` key"):
+        get_boost('compile').verify(base)
+    base.cfg.compile = True  # asked for, but mmengine did not compile this runner
     with pytest.raises(BoostNotInEffect, match='train_step is not compiled'):
         get_boost('compile').verify(base)
     # inductor fuses elementwise ops and reorders the reductions of the MSE mean and
@@ -55,13 +58,27 @@ def test_scoped_compile_compiles_only_the_named_modules_in_place(tmp_path):
 
 
 @pytest.mark.parametrize('cfg_extra, boost, match', [
-    ({}, 'compile=backbone', r"no \['img_backbone', 'img_neck'\]"),
+    ({}, 'compile=backbone', "no 'img_backbone' for compile=backbone"),
     ({'compile': True}, 'compile=net', 'already compiles the whole train_step'),
     ({}, 'compile:fullgraph_please=True', 'unknown torch.compile option'),
 ])
 def test_compile_refuses(tmp_path, cfg_extra, boost, match):
     with pytest.raises(ValueError, match=match):
         apply_boosts(Config(toy_config(str(tmp_path), **cfg_extra)), [boost])
+
+
+def test_default_scope_is_model_or_the_camera_backbone(tmp_path, mm_log):
+    toy = apply_boosts(Config(toy_config(str(tmp_path))), ['compile'])
+    assert toy.compile is True  # no img_backbone: mmengine's whole-model route
+    detector = Config(toy_config(str(tmp_path), model=dict(
+        type='AnyDetector', img_backbone=dict(type='B'), img_neck=dict(type='N'),
+        pts_bbox_head=dict(type='H'))))
+    boosted = apply_boosts(detector, ['compile'])
+    assert not boosted.get('compile')
+    hook = next(h for h in boosted.custom_hooks if h['type'] == 'CompileTimingHook')
+    assert hook['modules'] == ['img_backbone', 'img_neck']
+    assert any('compiling its backbone and neck' in m for m in mm_log)
+    assert apply_boosts(detector, ['compile=model']).compile is True
 
 
 def test_scoped_compile_names_a_missing_module_before_training(tmp_path):
