@@ -67,6 +67,15 @@ def _stats_ms(values: Sequence[float]) -> dict[str, float | None]:
             'p90': 1e3 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
+def _live_workers(loop: Any) -> int:
+    """Loader worker processes feeding the loop (0 when batches are replayed from memory)."""
+    from bevboost.profiling.replay import ReplayIterator
+    if isinstance(getattr(loop, 'dataloader_iterator', None), ReplayIterator) or \
+            type(loop.dataloader).__name__ == '_ReplayLoader':
+        return 0
+    return int(getattr(loop.dataloader, 'num_workers', 0) or 0)
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (affinity-aware)."""
     try:
@@ -119,6 +128,7 @@ class StallMonitorHook(Hook):
         self._cuda = False
         self._undo_wrap: Callable[[], None] | None = None
         self._last_wait = 0.0
+        self._loader_workers = 0
         self._fetch: tuple[float, float] | None = None  # (perf, process CPU) at next()
         self._current: dict[str, float] | None = None
         self._closed = 0
@@ -131,6 +141,7 @@ class StallMonitorHook(Hook):
         from bevboost._optional import cuda_available
         self._cuda = cuda_available()
         loop = runner.train_loop
+        self._loader_workers = _live_workers(loop)
         if self.stage_timing:
             self.recorder = StageRecorder()
             instrument_dataloader(loop.dataloader, self.recorder)
@@ -283,11 +294,14 @@ class StallMonitorHook(Hook):
         step_wall, step_cpu = sum(rec['step']), sum(rec['step_cpu'])
         main_outside = sum(rec['cpu']) - step_cpu
         worker = (pipeline or {}).get('worker_cpu_s_per_sample')
-        workers_on = bool((pipeline or {}).get('workers_seen'))
         main_per_sample = main_outside / samples if samples else None
         data = None
-        if main_per_sample is not None and (worker is not None or not workers_on):
+        if main_per_sample is not None and (worker is not None or not self._loader_workers):
             data = main_per_sample + (worker or 0.0)
+        elif self._loader_workers and worker is None:
+            logger.warning('data path CPU unknown: the loader has %d workers but they reported '
+                           'no timings (a loader that starts its workers before the hook, or '
+                           'stage_timing=False)', self._loader_workers)
         import torch
         return {
             'main_outside_step_s_per_sample': main_per_sample,

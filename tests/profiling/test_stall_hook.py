@@ -93,6 +93,14 @@ def test_worker_cpu_per_sample(toy_cfg):
     assert 0.015 <= cpu['data_s_per_sample'] <= 0.020 + CPU_SLACK_S
 
 
+def test_unreported_workers_leave_data_cpu_unknown(toy_cfg):
+    # workers whose CPU is not measured must not make the data path look free
+    cfg = injected_config(toy_cfg, data_cpu=0.010, num_workers=1, iters=3, warmup=1)
+    cfg['custom_hooks'][0]['stage_timing'] = False
+    _, s = _train(cfg)
+    assert s['cpu']['worker_s_per_sample'] is None and s['cpu']['data_s_per_sample'] is None
+
+
 def test_measure_iters_leaves_later_iterations_out(toy_cfg):
     cfg = injected_config(toy_cfg, step_sleep=0.010, hook_sleep=0.0, iters=6)
     cfg['custom_hooks'][0]['measure_iters'] = 3
