@@ -12,6 +12,7 @@ entry in :data:`OPTIONS` or an entry in :data:`FACTS` fails here.
 from __future__ import annotations
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from bevboost.boosts import (Boost, BoostCard, BoostNotInEffect, apply_boosts,
@@ -22,7 +23,7 @@ from bevboost.testing.toy import toy_config
 
 BOOSTS = sorted(available_boosts())
 #: the boosts that need the camera model (the rest train the toy regressor)
-CAMERA_BOOSTS = {'fast-decode', 'dali', 'shm'}
+CAMERA_BOOSTS = {'fast-decode', 'dali', 'shm', 'channels-last'}
 #: options each boost trains with (a boost that needs a value gets one)
 OPTIONS = {
     'amp': dict(dtype='bf16'),
@@ -34,6 +35,11 @@ OPTIONS = {
     'fast-decode': {},
     'dali': {},
     'shm': dict(slots=3),
+    # mmengine's whole-model route; aot_eager keeps the contract fast (inductor: tests/compute)
+    'compile': dict(modules='model', backend='aot_eager'),
+    'fused-optim': {},
+    'channels-last': dict(modules='conv'),  # PlainCameraNet's convolution
+    'loader': dict(num_workers=1, prefetch_factor=3),
 }
 
 
@@ -65,6 +71,14 @@ FACTS = {
     'dali': lambda r: bool(_loader_transforms(r)) and _loader_transforms(r)[0].backend == 'dali',
     'shm': lambda r: (type(r.train_dataloader).__name__ == 'ShmRingLoader'
                       and r.train_dataloader.slots == 3),
+    'compile': lambda r: (r.cfg.compile == dict(backend='aot_eager')
+                          and hasattr(r.model.train_step, '_torchdynamo_orig_callable')),
+    'fused-optim': lambda r: all(g['fused'] for g in r.optim_wrapper.optimizer.param_groups),
+    'channels-last': lambda r: r.model.conv.weight.is_contiguous(
+        memory_format=torch.channels_last) and not r.model.conv.weight.is_contiguous(),
+    'loader': lambda r: (r.train_dataloader.num_workers == 1
+                         and r.train_dataloader.persistent_workers
+                         and r.train_dataloader.prefetch_factor == 3),
 }
 
 
@@ -89,8 +103,9 @@ def camera_sources(tmp_path_factory):
 def _config(name: str, work_dir: str, camera_sources) -> Config:
     if name not in CAMERA_BOOSTS:
         return Config(toy_config(work_dir, max_iters=4))
-    # shm needs a loader it can build without mmdet3d; fast-decode/dali replace the stock one
-    text = camera_sources['own' if name == 'shm' else 'stock']
+    # shm and channels-last need a loader built without mmdet3d; fast-decode/dali replace
+    # the stock one
+    text = camera_sources['own' if name in ('shm', 'channels-last') else 'stock']
     cfg = Config.fromstring(text, '.py')
     cfg.work_dir = work_dir
     return cfg
