@@ -6,8 +6,9 @@ compute, because the workers take the cores the step would use. Waiting alone
 misses the second, so a variant's verdict comes from the ceiling (the same
 step with batches replayed from memory):
 
-* share of the ceiling = variant samples/s / ceiling samples/s, per repeat;
-  below :data:`DATA_BOUND_SHARE` the run is **data-bound**;
+* share of the ceiling = variant samples/s / ceiling samples/s (medians over
+  repeats; the spread from same-repeat ratios); below :data:`DATA_BOUND_SHARE`
+  the run is **data-bound**;
 * its iteration-time gap to the ceiling splits into extra waiting and extra
   compute (iteration = data wait + compute, both wall clock);
 * the data path's CPU demand: CPU-seconds per batch (workers + main process
@@ -48,13 +49,16 @@ def cores_to_feed(data_cpu_ms_per_sample: float | None, batch_size: float | None
 
 
 def _share_of_ceiling(row: dict, ceiling: dict) -> dict[str, Any]:
+    """Median samples/s over the ceiling's median (one disturbed repeat of either side does
+    not decide the verdict); min-max: the same-repeat ratios."""
     pairs = [(v, c) for v, c in zip(row.get('per_repeat_samples_per_s') or [],
                                     ceiling.get('per_repeat_samples_per_s') or [])
              if v and c]
     ratios = [v / c for v, c in pairs]
-    if not ratios:
+    tput, ceil = _med(row, 'samples_per_s'), _med(ceiling, 'samples_per_s')
+    if not ratios or not tput or not ceil:
         return {'median': None, 'min': None, 'max': None}
-    return {'median': _median(ratios), 'min': min(ratios), 'max': max(ratios)}
+    return {'median': tput / ceil, 'min': min(ratios), 'max': max(ratios)}
 
 
 #: a CPU step whose wall time exceeds its CPU-time pace by this factor ran on a shared machine
@@ -118,7 +122,7 @@ def _text(v: dict, share: float | None, comp_v: float | None, comp_c: float | No
     if v['competes_for_cpu'] and comp_v and comp_c:
         parts.append(f"compute takes {comp_v:.0f} ms vs {comp_c:.0f} ms in the ceiling run "
                      f"({v['compute_vs_ceiling']:.2f}x)")
-    if v['data_bound'] and v['gap_ms']:
+    if v['data_bound'] and v['gap_ms'] and v['gap_ms'] > 0:
         parts.append(f"of the {v['gap_ms']:.0f} ms gap per iteration, waiting for batches is "
                      f"{v['extra_wait_ms']:.0f} ms and slower compute "
                      f"{v['extra_compute_ms']:.0f} ms")
