@@ -18,6 +18,8 @@ from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, register_boost
 from bevboost.compute._common import log
 
 LOADER_KEY = 'train_dataloader'
+#: key the shm boost sets on the loader config (bevboost.data.runner.SHM_KEY)
+SHM_KEY = 'shm_ring'
 
 
 def _count(name: str, value: Any, low: int) -> int:
@@ -59,6 +61,11 @@ def apply_loader(cfg: Config, num_workers: int | str | None = None,
     loader = cfg.get(LOADER_KEY)
     if not isinstance(loader, dict):
         raise ValueError(f'loader: the config has no {LOADER_KEY} dict to change')
+    if SHM_KEY in loader:
+        log('loader: not applied: the shm boost replaces torch\'s DataLoader with the shm ring '
+            'loader, which has its own workers and slots and ignores these options',
+            logging.WARNING)
+        return
     workers = _count('num_workers', loader.get('num_workers', 0) if num_workers is None
                      else num_workers, 0)
     if workers == 0:
@@ -85,7 +92,7 @@ class LoaderBoost(Boost):
                  f'{LOADER_KEY}.pin_memory', f'{LOADER_KEY}.prefetch_factor'),
         expected_effect='no re-fork stall at epoch starts; asynchronous host-to-GPU copies '
                         '(unmeasured here); same batches when num_workers is unchanged',
-        exact=True, order=20)
+        exact=True, order=35)  # after shm, to see that it replaced the loader
     primary_option = 'num_workers'
 
     def apply(self, cfg: Config, **options: Any) -> None:
@@ -93,6 +100,8 @@ class LoaderBoost(Boost):
 
     def verify(self, runner: Any, **options: Any) -> str:
         loader = runner.train_dataloader
+        if type(loader).__name__ == 'ShmRingLoader':
+            return 'not applied: the shm ring loader replaces the DataLoader (see shm)'
         if not isinstance(loader, torch.utils.data.DataLoader):
             raise BoostNotInEffect(f'loader: the train loader is a {type(loader).__name__}, '
                                    'not a torch DataLoader; its worker options do not apply')

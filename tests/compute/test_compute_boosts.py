@@ -148,3 +148,13 @@ def test_channels_last_verify_before_conversion_says_so(tmp_path):
     runner = runner_from_cfg(cfg)
     with pytest.raises(BoostNotInEffect, match='not in channels_last'):
         get_boost('channels-last').verify(runner, modules='img_backbone')
+
+
+def test_loader_under_shm_is_not_applied_and_says_so(tmp_path, mm_log):
+    from bevboost.data.runner import SHM_KEY
+    cfg = Config(toy_config(str(tmp_path)))
+    cfg.train_dataloader.num_workers = 2
+    cfg.train_dataloader[SHM_KEY] = dict(slots=3)  # what the shm boost (applied first) sets
+    boosted = apply_boosts(cfg, ['loader:prefetch_factor=4'])
+    assert 'prefetch_factor' not in boosted.train_dataloader
+    assert any('loader: not applied: the shm boost replaces' in m for m in mm_log)
