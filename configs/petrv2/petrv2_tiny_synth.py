@@ -37,7 +37,10 @@ val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_v
 test_evaluator = val_evaluator
 
 num_epochs = 12
-optim_wrapper = dict(optimizer=dict(lr=2e-3))
+# the backbone starts random here: it trains at the full LR (the recipe's x0.1 is for
+# pretrained weights)
+optim_wrapper = dict(optimizer=dict(lr=2e-3),
+                     paramwise_cfg=dict(custom_keys={'img_backbone': dict(lr_mult=1.0)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1.0 / 3, by_epoch=False, begin=0, end=20),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=num_epochs, T_max=num_epochs,
