@@ -1,9 +1,12 @@
 """Compute boosts side by side: train-step time with and without each, in one process.
 
-Run: ``pytest benchmarks/test_bench_compute.py -s`` (tiny PETRv2: a few minutes, most of it
-inductor compiling on a cold cache; the V2-99 suite is ``slow``: 12 views of 64x176 through
-VoVNet-99 take ~10 s per step on one CPU thread). ``--benchmark-disable`` (CI smoke mode)
-takes one step per variant and skips the V2-99 compile.
+Run: ``pytest benchmarks/test_bench_compute.py --log-cli-level=WARNING`` (tiny PETRv2: about
+a minute, plus ~2 minutes of inductor compiling on a cold cache; the V2-99 suite is ``slow``:
+12 views of 64x176 through VoVNet-99, several CPU seconds per step on one thread). Its
+``compile`` variant runs only with ``BEVBOOST_BENCH_VOV99_COMPILE=1`` (a cold inductor compile
+of VoVNet-99 forward and backward takes many CPU minutes). ``--benchmark-disable`` (CI smoke
+mode) takes one step per tiny variant, compiling with ``aot_eager`` (no C++ build), and skips
+V2-99.
 
 Every variant is built from the same config and seed and steps the same batch (loaded once:
 the data path is ``test_bench_data.py``); rounds are interleaved (baseline, fused-optim,
@@ -15,6 +18,7 @@ it); wall seconds are reported next to it. Results go to ``extra_info`` and the 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -36,10 +40,15 @@ TINY = REPO / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
 VOV99_MODEL = REPO / 'configs' / '_base_' / 'models' / 'petrv2_vov99.py'
 BASELINE = 'baseline'
 VARIANTS = (BASELINE, 'fused-optim', 'channels-last', 'compile=backbone')
-#: boosted / baseline steady-state CPU per step. Measured on the 2-core development machine
-#: (shared): see docs/compute.md. An exact boost that costs a third more than the baseline
-#: has regressed; run-to-run spread there was within +-10%.
-STEP_RATIO_LIMIT = 1.33
+#: smoke mode: the scoped compile's code path without inductor's C++ build
+SMOKE_COMPILE = "compile=backbone:backend='aot_eager'"
+#: boosted / baseline steady-state CPU per step, median over interleaved rounds. Measured on
+#: the 2-core development machine (shared, load ~8) for the tiny PETRv2: fused-optim 0.91x,
+#: channels-last 0.87x, compile=backbone 0.77x, per-round spread about +-12% (docs/compute.md).
+#: An exact boost that costs a fifth more than the baseline has regressed; a compiled backbone
+#: that no longer beats eager has lost its point.
+STEP_RATIO_LIMIT = 1.2
+STEP_RATIO_LIMITS = {'compile=backbone': 1.0}
 _BOOST_HOOKS = (ChannelsLastHook, CompileTimingHook, FusedOptimizerCheckHook)
 
 
@@ -136,14 +145,15 @@ def _side_by_side(cfg: Config, variants, rounds: int) -> dict[str, dict]:
 
 def _check(report: dict) -> None:
     for spec, row in report.items():
-        assert row['ratio_vs_baseline'] < STEP_RATIO_LIMIT, (spec, row)
+        assert row['ratio_vs_baseline'] < STEP_RATIO_LIMITS.get(spec, STEP_RATIO_LIMIT), (spec, row)
 
 
 @pytest.mark.mmdet3d
 def test_compute_boosts_tiny_petrv2(benchmark, synth_root, tmp_path):
     rounds = 1 if benchmark.disabled else 7
+    variants = VARIANTS if not benchmark.disabled else VARIANTS[:3] + (SMOKE_COMPILE,)
     cfg = _config(synth_root, tmp_path, vov99=False)
-    report = benchmark.pedantic(_side_by_side, args=(cfg, VARIANTS, rounds), rounds=1,
+    report = benchmark.pedantic(_side_by_side, args=(cfg, variants, rounds), rounds=1,
                                 iterations=1)
     benchmark.extra_info['tiny_petrv2'] = report
     if not benchmark.disabled:
@@ -153,12 +163,13 @@ def test_compute_boosts_tiny_petrv2(benchmark, synth_root, tmp_path):
 @pytest.mark.mmdet3d
 @pytest.mark.slow
 def test_compute_boosts_vov99_small_input(benchmark, synth_root, tmp_path):
-    # a cold inductor compile of VoVNet-99 forward+backward takes minutes: timed runs only
-    variants = VARIANTS[:3] if benchmark.disabled else VARIANTS
-    rounds = 1 if benchmark.disabled else 3
+    if benchmark.disabled:
+        pytest.skip('timed runs only: a V2-99 step takes several CPU seconds')
+    with_compile = os.environ.get('BEVBOOST_BENCH_VOV99_COMPILE') == '1'
+    variants = VARIANTS if with_compile else VARIANTS[:3]
+    rounds = 3
     cfg = _config(synth_root, tmp_path, vov99=True)
     report = benchmark.pedantic(_side_by_side, args=(cfg, variants, rounds), rounds=1,
                                 iterations=1)
     benchmark.extra_info['vov99_64x176'] = report
-    if not benchmark.disabled:
-        _check(report)
+    _check(report)
