@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_name(args.out)
     checks.check_dir_arg(args.out, '--out')
-    variants = _checked_variants(args)
+    with checks.quiet_info():  # resolving rehearses boosts on a copy: the runs log them
+        variants = _checked_variants(args)
     out = check_out_dir(args.out)
     config = Path(args.config) if args.config is not None else _default_config(out)
 

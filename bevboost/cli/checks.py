@@ -10,11 +10,12 @@ unusual but real setups.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 #: an LR above this is a typo, not a recipe
 MAX_LR = 10.0
@@ -177,15 +178,26 @@ def check_boosts_apply(cfg: Any, specs: Iterable[str], what: str) -> None:
     from bevboost.boosts import apply_boosts
     specs = list(specs)
     check_specs(specs, what)
-    kit_logger = logging.getLogger('bevboost')
-    level = kit_logger.level
-    kit_logger.setLevel(max(level, logging.WARNING))
     try:
-        apply_boosts(cfg, specs)
+        with quiet_info():
+            apply_boosts(cfg, specs)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f'{what}: {exc}') from None
+
+
+@contextlib.contextmanager
+def quiet_info() -> Iterator[None]:
+    """Hold back info records (the kit's and mmengine's ``print_log``) during trial work.
+
+    Checks rehearse what the run will do (apply boosts to a copy of the config);
+    the run itself logs it. Warnings and errors still pass.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.INFO))
+    try:
+        yield
     finally:
-        kit_logger.setLevel(level)
+        logging.disable(previous)
 
 
 def check_out_file(out: str, *, inputs: Iterable[str | None] = (), force: bool = False,
