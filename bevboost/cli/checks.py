@@ -40,22 +40,6 @@ def int_range(low: int, high: int = MAX_COUNT) -> Callable[[str], int]:
     return parse
 
 
-def positive_float(high: float = math.inf) -> Callable[[str], float]:
-    """argparse type: a finite number in ``(0, high]`` (``nan``/``inf`` refused)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'must be a number, got {text!r}') from None
-        if not math.isfinite(value) or not 0 < value <= high:
-            bound = '' if math.isinf(high) else f' <= {high:g}'
-            raise argparse.ArgumentTypeError(
-                f'must be a finite number > 0{bound}, got {text!r}')
-        return value
-    parse.__name__ = 'float'
-    return parse
-
-
 def check_range(value: int | None, what: str, low: int = 1, high: int = MAX_COUNT) -> None:
     """``ValueError`` unless ``value`` (None: not given) is an int in ``[low, high]``."""
     if value is not None and not low <= value <= high:
