@@ -3,8 +3,9 @@
 ``StallMonitorHook`` needs three things the loops do not expose: the moment
 each ``next()`` on the loader starts and how long it blocks (a proxy around
 the loop's iterator, or around the DataLoader for epoch loops), the wall and
-CPU time of ``model.train_step`` (an instance attribute wrapping it, as
-mmengine's own ``compile`` option sets one), and restarting / stopping the
+CPU time of ``model.train_step`` and of the data preprocessor inside it (an
+instance attribute wrapping each, as mmengine's own ``compile`` option sets
+one), and restarting / stopping the
 loader's workers (private ``_InfiniteDataloaderIterator`` and DataLoader
 iterator internals). ``tests/profiling/test_stall_hook.py`` fails loudly when
 mmengine changes any of these.
@@ -103,30 +104,32 @@ def stop_workers(loop: Any) -> None:
             it._shutdown_workers()
 
 
-def wrap_train_step(model: Any, on_step: Callable[[float, float], None],
-                    sync_cuda: bool) -> Callable[[], None]:
-    """Time ``model.train_step`` (wall and process CPU seconds); returns the undo function.
+def wrap_method(obj: Any, name: str, on_call: Callable[[float, float], None],
+                sync_cuda: bool = False) -> Callable[[], None]:
+    """Time ``obj.<name>`` calls (wall and process CPU seconds); returns the undo function.
 
-    The loops call ``runner.model.train_step`` through the instance, so an
-    instance attribute wraps it (also a ``compile``-d one, set the same way).
+    An instance attribute shadows the method: the loops call
+    ``runner.model.train_step`` and ``nn.Module.__call__`` calls ``self.forward``
+    through the instance (mmengine's ``compile`` option sets ``train_step`` the
+    same way; a compiled one is wrapped as it is).
     """
-    had_own = 'train_step' in vars(model)
-    inner = model.train_step
+    had_own = name in vars(obj)
+    inner = getattr(obj, name)
 
-    def timed_train_step(*args: Any, **kwargs: Any) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
         cpu0, t0 = time.process_time(), time.perf_counter()
         out = inner(*args, **kwargs)
-        if sync_cuda:  # asynchronous kernels belong to this step, not the next data wait
+        if sync_cuda:  # asynchronous kernels belong to this call, not the next data wait
             import torch
             torch.cuda.synchronize()
-        on_step(time.perf_counter() - t0, time.process_time() - cpu0)
+        on_call(time.perf_counter() - t0, time.process_time() - cpu0)
         return out
 
-    model.train_step = timed_train_step
+    setattr(obj, name, timed)
 
     def undo() -> None:
         if had_own:
-            model.train_step = inner
+            setattr(obj, name, inner)
         else:
-            vars(model).pop('train_step', None)
+            vars(obj).pop(name, None)
     return undo

@@ -34,7 +34,7 @@ from mmengine.registry import HOOKS
 
 from bevboost.profiling.gpu import GpuSampler
 from bevboost.profiling.loop_timing import (TimedIterator, restart_workers, stop_workers,
-                                            wrap_loop_batches, wrap_train_step)
+                                            wrap_loop_batches, wrap_method)
 from bevboost.profiling.stages import StageRecorder, TimedStage, instrument_dataloader
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ def _live_workers(loop: Any) -> int:
             type(loop.dataloader).__name__ == '_ReplayLoader':
         return 0
     return int(getattr(loop.dataloader, 'num_workers', 0) or 0)
+
+
+def _unwrapped(model: Any) -> Any:
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
 
 
 def available_cores() -> int:
@@ -126,14 +131,14 @@ class StallMonitorHook(Hook):
         self.recorder: StageRecorder | None = None
         self.summary: dict[str, Any] | None = None
         self._cuda = False
-        self._undo_wrap: Callable[[], None] | None = None
+        self._undo: list[Callable[[], None]] = []
         self._last_wait = 0.0
         self._loader_workers = 0
         self._fetch: tuple[float, float] | None = None  # (perf, process CPU) at next()
         self._current: dict[str, float] | None = None
         self._closed = 0
         self._iters: dict[str, list[float]] = {k: [] for k in (
-            'iter', 'wait', 'step', 'step_cpu', 'cpu', 'samples')}
+            'iter', 'wait', 'step', 'step_cpu', 'pre', 'pre_cpu', 'cpu', 'samples')}
         self._curves: dict[str, list] = {'iter': [], 'loss': [], 'lr': []}
 
     # -- set-up ------------------------------------------------------------
@@ -148,8 +153,11 @@ class StallMonitorHook(Hook):
             self._time_h2d(runner)
             restart_workers(loop)
         wrap_loop_batches(loop, lambda it: TimedIterator(it, self._on_fetch, self._on_batch))
-        self._undo_wrap = wrap_train_step(runner.model, self._on_step,
-                                          self._cuda and self.sync_cuda)
+        self._undo = [wrap_method(runner.model, 'train_step', self._on_step,
+                                  self._cuda and self.sync_cuda)]
+        pre = getattr(_unwrapped(runner.model), 'data_preprocessor', None)
+        if pre is not None and hasattr(pre, 'forward'):  # data path work inside the step
+            self._undo.append(wrap_method(pre, 'forward', self._on_preprocess))
         if self.gpu_sampling:
             self.sampler.start()
 
@@ -200,13 +208,18 @@ class StallMonitorHook(Hook):
             self._current['step'] += wall
             self._current['step_cpu'] += cpu
 
+    def _on_preprocess(self, wall: float, cpu: float) -> None:
+        if self._current is not None:
+            self._current['pre'] += wall
+            self._current['pre_cpu'] += cpu
+
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         now = time.perf_counter()
         start, cpu = self._fetch or (now, time.process_time())
         wait = self._last_wait if self._fetch else 0.0
         self._fetch, self._last_wait = None, 0.0
-        self._current = dict(start=start, cpu=cpu, wait=wait, step=0.0, step_cpu=0.0,
-                             samples=infer_batch_size(data_batch))
+        self._current = dict(start=start, cpu=cpu, wait=wait, step=0.0, step_cpu=0.0, pre=0.0,
+                             pre_cpu=0.0, samples=infer_batch_size(data_batch))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
@@ -228,7 +241,7 @@ class StallMonitorHook(Hook):
             rec = self._iters
             rec['iter'].append(now - cur['start'])
             rec['cpu'].append(time.process_time() - cur['cpu'])
-            for key in ('wait', 'step', 'step_cpu', 'samples'):
+            for key in ('wait', 'step', 'step_cpu', 'pre', 'pre_cpu', 'samples'):
                 rec[key].append(cur[key])
         self._closed += 1
         if self.measure_iters is not None and \
@@ -263,9 +276,8 @@ class StallMonitorHook(Hook):
 
     def after_train(self, runner) -> None:
         self._close(time.perf_counter())
-        if self._undo_wrap is not None:
-            self._undo_wrap()
-            self._undo_wrap = None
+        while self._undo:
+            self._undo.pop()()
         if self.recorder is not None and self.summary is None:
             stop_workers(runner.train_loop)  # their last timings arrive on exit
         self._finish()
@@ -291,7 +303,11 @@ class StallMonitorHook(Hook):
     def _cpu_summary(self, pipeline: dict | None) -> dict[str, Any]:
         rec = self._iters
         samples = sum(rec['samples'])
-        step_wall, step_cpu = sum(rec['step']), sum(rec['step_cpu'])
+        # the data preprocessor (normalize, pad, H2D, a main-process decode) runs inside
+        # train_step but is data path work
+        pre_cpu = sum(rec['pre_cpu'])
+        step_wall = sum(rec['step']) - sum(rec['pre'])
+        step_cpu = sum(rec['step_cpu']) - pre_cpu
         main_outside = sum(rec['cpu']) - step_cpu
         worker = (pipeline or {}).get('worker_cpu_s_per_sample')
         main_per_sample = main_outside / samples if samples else None
@@ -305,6 +321,7 @@ class StallMonitorHook(Hook):
         import torch
         return {
             'main_outside_step_s_per_sample': main_per_sample,
+            'preprocess_s_per_sample': pre_cpu / samples if samples else None,
             'main_step_s_per_sample': step_cpu / samples if samples else None,
             'worker_s_per_sample': worker,
             # CPU-seconds the data path costs per sample (workers + main outside the step)
@@ -337,6 +354,7 @@ class StallMonitorHook(Hook):
             'data_wait_ms': _stats_ms(waits),
             'compute_ms': _stats_ms(computes),
             'train_step_ms': _stats_ms(steps),
+            'preprocess_ms': _stats_ms(rec['pre']),
             'other_ms': _stats_ms([c - s for c, s in zip(computes, steps)]),
             'stall_share': sum(waits) / total if total > 0 else None,
             'samples_per_s': sum(rec['samples']) / total if total > 0 else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from mmengine.hooks import Hook
+from mmengine.model import BaseDataPreprocessor
 from mmengine.registry import HOOKS, MODELS, TRANSFORMS
 
 from bevboost.testing.toy import ToyRegressor
@@ -45,6 +46,20 @@ class InjectedStepRegressor(ToyRegressor):
             time.sleep(self.sleep_s)
             burn_cpu(self.cpu_s)
         return super().forward(inputs, targets, mode, **unused)
+
+
+@MODELS.register_module(force=True)
+class InjectedPreprocessor(BaseDataPreprocessor):
+    """mmengine's data preprocessor that burns ``cpu_s`` per batch (like a main-process
+    decode)."""
+
+    def __init__(self, cpu_s: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.cpu_s = cpu_s
+
+    def forward(self, data, training: bool = False):
+        burn_cpu(self.cpu_s)
+        return super().forward(data, training)
 
 
 @HOOKS.register_module(force=True)

@@ -82,6 +82,18 @@ def test_main_process_cpu_split(toy_cfg):
     assert cpu['data_s_per_sample'] == cpu['main_outside_step_s_per_sample']
 
 
+def test_preprocessor_cpu_counts_as_data_path(toy_cfg):
+    # 20 ms per batch of 2 in the data preprocessor (inside train_step): data path, not step
+    cfg = injected_config(toy_cfg, data_cpu=0.005, step_cpu=0.020)
+    cfg['model']['data_preprocessor'] = dict(type='InjectedPreprocessor', cpu_s=0.020)
+    _, s = _train(cfg)
+    cpu = s['cpu']
+    assert 0.010 <= cpu['preprocess_s_per_sample'] <= 0.010 + CPU_SLACK_S, cpu
+    assert 0.015 <= cpu['main_outside_step_s_per_sample'] <= 0.015 + CPU_SLACK_S, cpu
+    assert 0.010 <= cpu['main_step_s_per_sample'] <= 0.010 + CPU_SLACK_S, cpu
+    assert s['preprocess_ms']['median'] >= 20.0
+
+
 def test_worker_cpu_per_sample(toy_cfg):
     cfg = injected_config(toy_cfg, data_cpu=0.015, step_cpu=0.010, num_workers=1)
     _, s = _train(cfg)
@@ -124,6 +136,7 @@ def test_measure_iters_leaves_later_iterations_out(toy_cfg):
 def test_train_step_wrapper_removed_after_training(toy_cfg):
     runner, _ = _train(injected_config(toy_cfg, iters=2, warmup=0))
     assert 'train_step' not in vars(runner.model)
+    assert 'forward' not in vars(runner.model.data_preprocessor)
 
 
 @pytest.mark.parametrize('workers', [0, 2])
