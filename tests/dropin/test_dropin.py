@@ -91,6 +91,10 @@ BOOST_SPECS = {
     'fast-decode': ('C', 'fast-decode'),
     'dali': ('C', 'dali'),
     'shm': ('O', 'shm=3'),
+    'compile': ('T', "compile=model:backend='aot_eager'"),
+    'fused-optim': ('T', 'fused-optim'),
+    'channels-last': ('O', 'channels-last=conv'),
+    'loader': ('T', 'loader=1'),
 }
 COMBINATIONS = {'amp+accum+measure': ('T', 'amp=bf16,accum=2,measure=1'),
                 'fast-decode+shm': ('C', 'fast-decode,shm')}
