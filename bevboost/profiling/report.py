@@ -85,7 +85,8 @@ def _data_path(report: dict) -> list[str]:
     head = ' | '.join(f"{t:.0f} ms step" + (' (this step)' if i == 0 else '')
                       for i, t in enumerate(targets))
     lines = ['CPU-seconds the data path spends per sample (loader workers\' process CPU time '
-             '+ the main process outside `train_step`), and from it the cores one training '
+             '+ the main process outside the model\'s step, its data preprocessor included), '
+             'and from it the cores one training '
              'process (one GPU) needs so that a step of the given length never waits: '
              'cores = CPU s/sample x batch / step s. This holds on any machine with cores '
              'like these; the step length is the GPU\'s.', '',
