@@ -45,10 +45,11 @@ SMOKE_COMPILE = "compile=backbone:backend='aot_eager'"
 #: boosted / baseline steady-state CPU per step, median over interleaved rounds. Measured on
 #: the 2-core development machine (shared, load ~8) for the tiny PETRv2: fused-optim 0.91x,
 #: channels-last 0.87x, compile=backbone 0.77x, per-round spread about +-12% (docs/compute.md).
-#: An exact boost that costs a fifth more than the baseline has regressed; a compiled backbone
-#: that no longer beats eager has lost its point.
+#: An exact boost that costs a fifth more than the baseline has regressed; a compiled tiny
+#: backbone that no longer beats eager has lost its point. V2-99 (fused-optim 0.92x/0.94x,
+#: channels-last 0.88x/0.99x, compile 0.95x in two runs) is held to the general limit only.
 STEP_RATIO_LIMIT = 1.2
-STEP_RATIO_LIMITS = {'compile=backbone': 1.0}
+TINY_STEP_RATIO_LIMITS = {'compile=backbone': 1.0}
 _BOOST_HOOKS = (ChannelsLastHook, CompileTimingHook, FusedOptimizerCheckHook)
 
 
@@ -143,9 +144,9 @@ def _side_by_side(cfg: Config, variants, rounds: int) -> dict[str, dict]:
     return report
 
 
-def _check(report: dict) -> None:
+def _check(report: dict, limits: dict[str, float]) -> None:
     for spec, row in report.items():
-        assert row['ratio_vs_baseline'] < STEP_RATIO_LIMITS.get(spec, STEP_RATIO_LIMIT), (spec, row)
+        assert row['ratio_vs_baseline'] < limits.get(spec, STEP_RATIO_LIMIT), (spec, row)
 
 
 @pytest.mark.mmdet3d
@@ -157,7 +158,7 @@ def test_compute_boosts_tiny_petrv2(benchmark, synth_root, tmp_path):
                                 iterations=1)
     benchmark.extra_info['tiny_petrv2'] = report
     if not benchmark.disabled:
-        _check(report)
+        _check(report, TINY_STEP_RATIO_LIMITS)
 
 
 @pytest.mark.mmdet3d
@@ -172,4 +173,4 @@ def test_compute_boosts_vov99_small_input(benchmark, synth_root, tmp_path):
     report = benchmark.pedantic(_side_by_side, args=(cfg, variants, rounds), rounds=1,
                                 iterations=1)
     benchmark.extra_info['vov99_64x176'] = report
-    _check(report)
+    _check(report, {})
