@@ -71,8 +71,15 @@ def _scope(modules: Any, cfg: Config) -> tuple[str, ...] | None:
 
 
 def is_compiled_function(fn: Callable) -> bool:
-    """True for what ``torch.compile(fn)`` returns (the one place that reads dynamo's marker)."""
-    return getattr(fn, '_torchdynamo_orig_callable', None) is not None
+    """True for what ``torch.compile(fn)`` returns, also behind wrappers that set
+    ``__wrapped__`` (measurement timers); the one place that reads dynamo's marker."""
+    for _ in range(8):
+        if getattr(fn, '_torchdynamo_orig_callable', None) is not None:
+            return True
+        fn = getattr(fn, '__wrapped__', None)
+        if fn is None:
+            return False
+    return False
 
 
 def is_compiled_module(module: torch.nn.Module) -> bool:

@@ -294,6 +294,8 @@ RUN_FIGURES: dict[str, Callable[[dict], Any]] = {
     'cuda_alloc_peak_mb': lambda r: _get(r, 'peak_mem', 'cuda_alloc_mb'),
     'host_rss_peak_mb': lambda r: _get(r, 'peak_mem', 'host_rss_mb'),
     'worker_cpu_cores': lambda r: _get(r, 'data_pipeline', 'worker_cpu_cores'),
+    # `compile`: its first iteration, compilation included (steady state is the rest)
+    'compile_first_iter_s': lambda r: r.get('compile_first_iter_s'),
 }
 
 

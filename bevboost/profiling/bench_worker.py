@@ -100,6 +100,8 @@ def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed:
     summary['wall_s'] = wall
     summary['applied'] = list(cfg.get('bevboost_applied') or [])
     summary['num_workers'] = num_workers
+    # first iteration of a `compile` run (compilation included; None without compile)
+    summary['compile_first_iter_s'] = runner.message_hub.get_info('compile/first_iter_s')
     summary['threads'] = {'main': torch.get_num_threads(), 'per_worker': 1,
                           'workers': num_workers, 'cores': cores,
                           'policy': 'given' if threads else 'cores - workers'}

@@ -125,6 +125,7 @@ def wrap_method(obj: Any, name: str, on_call: Callable[[float, float], None],
         on_call(time.perf_counter() - t0, time.process_time() - cpu0)
         return out
 
+    timed.__wrapped__ = inner  # type: ignore[attr-defined]  # verdicts look through the timer
     setattr(obj, name, timed)
 
     def undo() -> None:

@@ -88,3 +88,19 @@ def test_scoped_compile_names_a_missing_module_before_training(tmp_path):
                                          r"\(its children: \['data_preprocessor', 'net'\]\)"):
         runner.train()
     assert runner.iter == 0
+
+
+def test_bench_run_reports_compile_time_apart(tmp_path):
+    """``bevboost bench``'s worker: the compiling first iteration is reported on its own and
+    sits in the warm-up, outside the measured samples/s."""
+    from bevboost.profiling.bench import RUN_FIGURES
+    from bevboost.profiling.bench_worker import run_variant
+    from bevboost.profiling.toy_bench import write_toy_bench_config
+    config = write_toy_bench_config(tmp_path / 'toy.py', decode_work=0, num_workers=0)
+    runs = {spec: run_variant(str(config), specs, iters=3, warmup=2, seed=0, threads=1,
+                              work_dir=str(tmp_path / spec))
+            for spec, specs in (('plain', []), ('compiled', ["compile:backend='aot_eager'"]))}
+    assert runs['plain']['compile_first_iter_s'] is None
+    first = RUN_FIGURES['compile_first_iter_s'](runs['compiled'])
+    steady_s = 1e-3 * runs['compiled']['iter_time_ms']['mean']
+    assert first > 3 * steady_s  # dynamo tracing + AOTAutograd, paid once
