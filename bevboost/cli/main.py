@@ -55,10 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is at each record, so in-process callers that swap
-    it (tests capturing output) never meet a handler bound to a closed stream."""
+    it (tests capturing output) never meet a handler bound to a closed stream. Kit records
+    that mmengine's logger already printed are not printed twice."""
 
     def __init__(self) -> None:
+        from bevboost import not_forwarded
         super().__init__(sys.stderr)
+        self.addFilter(not_forwarded)  # a runner's MMLogger already printed those records
 
     @property
     def stream(self):

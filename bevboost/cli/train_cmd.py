@@ -20,12 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import logging
-
-    from bevboost import not_forwarded
     from bevboost.runner_utils import build_runner
-    for handler in logging.getLogger().handlers:  # the runner's logger prints kit records
-        handler.addFilter(not_forwarded)
     cfg = _checked_config(args)
     if args.resume:
         cfg.resume = True
