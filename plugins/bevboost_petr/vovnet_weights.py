@@ -67,8 +67,8 @@ def attach_published_key_loading(backbone: nn.Module, allow_partial: bool) -> No
                 state_dict[prefix + new] = state_dict.pop(key)
                 renamed += 1
         own = {n: t for n, t in module.state_dict().items() if _counted(n)}
-        loaded = [n for n, t in own.items()
-                  if prefix + n in state_dict and tuple(state_dict[prefix + n].shape) == tuple(t.shape)]
+        loaded = [n for n, t in own.items() if prefix + n in state_dict
+                  and tuple(state_dict[prefix + n].shape) == tuple(t.shape)]
         name = prefix.rstrip('.') or type(module).__name__
         note = f' ({renamed} renamed from the published VoVNet naming)' if renamed else ''
         print_log(f'{name}: {len(loaded)} of {len(own)} tensors loaded{note}', logger='current')

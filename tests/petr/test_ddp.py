@@ -51,9 +51,9 @@ def test_every_trainable_parameter_of_the_v299_recipe_gets_a_gradient():
     sample = Det3DDataSample(metainfo=dict(
         lidar2img=np.stack([_camera(np.pi * i, w, h) for i in range(views)]), img_shape=(h, w),
         pad_shape=(h, w), batch_input_shape=(h, w), box_type_3d=LiDARInstance3DBoxes))
+    box = torch.tensor([[10.0, 1.0, -1.0, 4.0, 1.8, 1.5, 0.3, 1.0, 0.0]])
     sample.gt_instances_3d = InstanceData(
-        bboxes_3d=LiDARInstance3DBoxes(torch.tensor([[10.0, 1.0, -1.0, 4.0, 1.8, 1.5, 0.3, 1.0, 0.0]]),
-                                       box_dim=9),
+        bboxes_3d=LiDARInstance3DBoxes(box, box_dim=9),
         labels_3d=torch.tensor([0]))
     losses = model.loss(dict(imgs=torch.randn(1, views, 3, h, w)), [sample])
     sum(losses.values()).backward()

@@ -33,7 +33,8 @@ def _petr_sine3d(mask: torch.Tensor, num_feats: int, temperature: int = 10000) -
     parts = []
     for embed in (n_embed, y_embed, x_embed):
         p = embed[..., None] / dim_t
-        parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=4).view(b, n, h, w, -1))
+        parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=4)
+                     .view(b, n, h, w, -1))
     return torch.cat(parts, dim=4).permute(0, 1, 4, 2, 3)
 
 
