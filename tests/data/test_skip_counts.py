@@ -93,7 +93,7 @@ def test_skipped_samples_total_is_in_the_work_dir_log(tmp_path, runner_cls):
     runner = runner_cls(**_config(tmp_path / 'work', data_root, runner_cls.__name__),
                         experiment_name=f'skip-counts-{tmp_path.name}')
     runner.train()
-    log = Path(runner.log_dir, f'{runner.timestamp}.log').read_text()
+    log = Path(runner.logger.log_file).read_text()  # the logger's own file
     expected = len(CORRUPT) * EPOCHS
     assert f"on_error='skip' transforms (all workers and ranks): train {expected}" in log
     interval_totals = [int(n) for n in re.findall(r'skipped_samples: (\d+)', log)]
