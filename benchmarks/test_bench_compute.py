@@ -53,13 +53,6 @@ TINY_STEP_RATIO_LIMITS = {'compile=backbone': 1.0}
 _BOOST_HOOKS = (ChannelsLastHook, CompileTimingHook, FusedOptimizerCheckHook)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope='module')
 def synth_root(tmp_path_factory) -> Path:

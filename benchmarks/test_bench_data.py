@@ -43,22 +43,6 @@ ROUNDS = 5
 COMPUTE_S = 0.025
 
 
-@pytest.fixture(autouse=True)
-def worker_threads():
-    """Thread pools as under a distributed launch (torchrun sets OMP_NUM_THREADS=1): torch,
-    BLAS and OpenMP one thread, OpenCV none (mmengine's set_multi_processing). Process CPU
-    time then measures the path, not idle pool threads spinning; without this the ratios
-    depend on the environment (e.g. 3.7x instead of 7x for PETRv2 train with 2 BLAS threads)."""
-    import cv2
-    from threadpoolctl import threadpool_limits
-    torch_before, cv2_before = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(0)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(torch_before)
-    cv2.setNumThreads(cv2_before)
-
 
 @pytest.fixture(scope='module')
 def samples(tmp_path_factory) -> list[dict]:

@@ -14,9 +14,6 @@ import statistics
 import time
 import types
 
-import pytest
-import torch
-
 import bevboost  # noqa: F401
 from bevboost.profiling.side_by_side import interleaved_ratio, iter_time_s
 from bevboost.profiling.stages import StageRecorder, TimedStage
@@ -43,14 +40,6 @@ def _toy(tmp_path, hook: bool) -> dict:
                                 out_file=None)] if hook else []
     return cfg
 
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: process CPU time then measures the code, not the thread pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_hook_overhead_side_by_side(benchmark, tmp_path, one_thread):

@@ -72,13 +72,6 @@ def step_boosts() -> list:
     return params
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_step_boosts_found():
     assert {'amp', 'nan-guard'} <= {p.values[0] for p in step_boosts()}
