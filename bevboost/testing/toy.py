@@ -7,11 +7,13 @@ add minutes. Registered in mmengine's root registries as ``ToyRegressor`` and
 """
 from __future__ import annotations
 
+import uuid
+
 import torch
-from torch import nn
 from mmengine.dataset import BaseDataset
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, MODELS
+from torch import nn
 
 
 @MODELS.register_module()
@@ -77,6 +79,9 @@ def toy_config(work_dir: str, *, batch_size: int = 8, num_samples: int = 64,
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
                            checkpoint=dict(type='CheckpointHook', interval=10 ** 9)),
         randomness=dict(seed=0),
+        # unique: runners built in one second would otherwise share mmengine's timestamp-named
+        # MessageHub and MMLogger instances, and with them their history
+        experiment_name=f'toy_{uuid.uuid4().hex[:12]}',
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
         log_level='WARNING',
         default_scope='mmengine',

@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
-from mmengine.registry import METRICS
+from mmengine.registry import METRICS, PARAM_SCHEDULERS
 
 from bevboost.boosts import apply_boosts
 from bevboost.runner_utils import runner_from_cfg
@@ -176,3 +176,10 @@ def max_relative_difference(a: dict, b: dict) -> float:
 
 def all_finite(params: dict) -> bool:
     return all(torch.isfinite(p).all() for p in params.values())
+
+
+def registry_cases() -> list[tuple[str, str, int]]:
+    """Every registered scheduler with a family here x its declarations x k in (2, 3, 4)."""
+    import mmengine.optim  # noqa: F401  (registers mmengine's schedulers)
+    return [(name, decl, k) for name in sorted(PARAM_SCHEDULERS.module_dict) if family_of(name)
+            for decl in declarations(name) for k in (2, 3, 4)]

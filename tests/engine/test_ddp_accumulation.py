@@ -1,8 +1,8 @@
 """Accumulation under DDP (gloo, CPU), in one 2-process launch for both tests.
 
-Gradients are all-reduced only on a window's last micro-batch, and a
-representative subset of the scheduler-registry cases matches the large
-batch on every rank.
+Gradients are all-reduced only on a window's last micro-batch, and every
+case of the scheduler-registry test (every registered scheduler x declaration
+x accumulation 2, 3, 4) matches the large batch on every rank.
 """
 import os
 import socket
@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from tests.engine.scheduler_cases import registry_cases
 
 WORLD = 2
 COUNTS = 4
@@ -69,12 +71,8 @@ def test_ddp_ranks_agree_on_skipping_a_non_finite_step(ddp_results):
     assert results[0][3] == results[1][3]  # no rank stepped alone
 
 
-#: a representative subset of tests/engine/test_scheduler_registry.py's cases (every family
-#: shape: warmup spans, phases, restarts, milestones, polynomial, constant, plateau)
-DDP_CASES = [('LinearLR', 'epoch', 3), ('OneCycleLR', 'iter', 4),
-             ('CosineRestartMomentum', 'epoch', 2), ('PolyParamScheduler', 'epoch', 4),
-             ('MultiStepLR', 'iter', 3), ('ConstantMomentum', 'epoch', 4),
-             ('ReduceOnPlateauLR', 'epoch_plain', 2)]
+#: the single-process test's whole matrix: every registered scheduler x declaration x k
+DDP_CASES = registry_cases()
 
 
 def _guard_check(rank, queue):
@@ -128,7 +126,7 @@ def ddp_results(tmp_path_factory):
     procs = [ctx.Process(target=_worker, args=(r, port, work_dir, queue)) for r in range(WORLD)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=300) for _ in range(WORLD * (2 + len(DDP_CASES)))]
+    results = [queue.get(timeout=600) for _ in range(WORLD * (2 + len(DDP_CASES)))]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

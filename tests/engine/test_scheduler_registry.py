@@ -18,12 +18,12 @@ from bevboost.boosts import apply_boosts
 from bevboost.engine import scheduler_steps
 from bevboost.engine.scheduler_steps import VERIFIED_SCHEDULERS
 from bevboost.testing.toy import toy_config
-from tests.engine.scheduler_cases import (all_finite, case_config, declarations, family_of,
-                                          max_relative_difference, run_case, train)
+from tests.engine.scheduler_cases import (all_finite, case_config, family_of,
+                                          max_relative_difference, registry_cases, run_case,
+                                          train)
 
 REGISTERED = sorted(PARAM_SCHEDULERS.module_dict)
-CASES = [(name, decl, k) for name in REGISTERED if family_of(name)
-         for decl in declarations(name) for k in (2, 3, 4)]
+CASES = registry_cases()
 
 
 def test_every_registered_scheduler_is_covered_or_refused():
