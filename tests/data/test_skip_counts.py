@@ -89,9 +89,9 @@ def _config(work_dir: Path, data_root: Path, runner_type: str | None) -> dict:
 def test_skipped_samples_total_is_in_the_work_dir_log(tmp_path, runner_cls):
     data_root = tmp_path / 'data'
     data_root.mkdir()
-    # a unique experiment name: mmengine reuses the logger (and its file) of a same-named one
-    runner = runner_cls(**_config(tmp_path / 'work', data_root, runner_cls.__name__),
-                        experiment_name=f'skip-counts-{tmp_path.name}')
+    # toy_config gives each run a unique experiment name: mmengine reuses the logger (and its
+    # file) of a same-named one
+    runner = runner_cls(**_config(tmp_path / 'work', data_root, runner_cls.__name__))
     runner.train()
     log = Path(runner.logger.log_file).read_text()  # the logger's own file
     expected = len(CORRUPT) * EPOCHS
