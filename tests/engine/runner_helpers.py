@@ -1,6 +1,8 @@
 """Shared helpers for the engine tests: run the toy task through mmengine's Runner."""
 from __future__ import annotations
 
+import math
+
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -56,3 +58,23 @@ def assert_params_close(a: dict, b: dict, rtol: float = 1e-5) -> None:
         diff = (a[name] - b[name]).abs().max().item()
         scale = a[name].abs().max().item() + 1e-12
         assert diff / scale < rtol, f'{name}: relative difference {diff / scale:.3g}'
+
+
+class InjectInfGrad(Hook):
+    """Makes the gradients of the given iterations infinite."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, iters):
+        self.iters = set(iters)
+        self.handle = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter in self.iters:
+            param = next(runner.model.parameters())
+            self.handle = param.register_hook(lambda g: g * math.inf)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None

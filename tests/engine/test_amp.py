@@ -9,29 +9,9 @@ from torch import nn
 
 from bevboost.engine.amp import BoostAmpOptimWrapper, resolve_dtype
 from bevboost.engine.fp32_guards import install_fp32_guards
-from tests.engine.runner_helpers import params_of, run_toy
+from tests.engine.runner_helpers import InjectInfGrad, params_of, run_toy
 
 WARMUP = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=5)]
-
-
-class InjectInfGrad(Hook):
-    """Makes the gradients of the given iterations infinite."""
-
-    priority = 'HIGHEST'
-
-    def __init__(self, iters):
-        self.iters = set(iters)
-        self.handle = None
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter in self.iters:
-            param = next(runner.model.parameters())
-            self.handle = param.register_hook(lambda g: g * math.inf)
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
 
 
 def test_bf16_trains_in_runner_on_cpu(tmp_path):

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.optim.optimizer import amp_optimizer_wrapper as mm_amp
 from torch import nn
@@ -23,7 +22,7 @@ from bevboost.engine.amp import BoostAmpOptimWrapper, apply_amp, scaler_found_in
 from bevboost.engine.nonfinite import NonFiniteTrainingError
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.testing.toy import toy_config
-from tests.engine.runner_helpers import StepRecorder
+from tests.engine.runner_helpers import InjectInfGrad, StepRecorder
 
 
 def _sgd(seed=0):
@@ -140,23 +139,6 @@ def test_skips_counted_for_every_loss_scale_form(loss_scale):
     assert (wrapper.applied_steps, wrapper.skipped_steps) == (4, 1)
 
 
-class InfGradAt(Hook):
-    priority = 'HIGHEST'
-
-    def __init__(self, iters):
-        self.iters, self.handle = set(iters), None
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter in self.iters:
-            param = next(runner.model.parameters())
-            self.handle = param.register_hook(lambda g: g * math.inf)
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-
 def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
     """fp16 with loss_scale=512.0: the scale never moves, the skip is still seen."""
     warmup = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=5)]
@@ -168,7 +150,7 @@ def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
         runner = runner_from_cfg(cfg)
         rec = StepRecorder()
         runner.register_hook(rec)
-        runner.register_hook(InfGradAt(inject))
+        runner.register_hook(InjectInfGrad(inject))
         runner.train()
         return runner.optim_wrapper, rec.lrs
 
@@ -177,7 +159,7 @@ def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
                                             param_scheduler=warmup)),
                           {'amp': dict(dtype='fp16', loss_scale=512.0)})
     runner = runner_from_cfg(single)
-    runner.register_hook(InfGradAt([0]))
+    runner.register_hook(InjectInfGrad([0]))
     runner.train()
     wrapper = runner.optim_wrapper
     assert (wrapper.skipped_steps, wrapper.applied_steps) == (1, 0)
