@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from bevboost.compute.compile_model import is_compiled_function
 from bevboost.profiling.gpu import GpuSampler
 from bevboost.profiling.loop_timing import (TimedIterator, restart_workers, stop_workers,
                                             wrap_loop_batches, wrap_method)
@@ -147,16 +148,25 @@ class StallMonitorHook(Hook):
         self._cuda = cuda_available()
         loop = runner.train_loop
         self._loader_workers = _live_workers(loop)
+        # mmengine's `compile` key compiled train_step before this hook: timers inside it
+        # would be traced, and dynamo specialises on their float clock readings and
+        # recompiles every step. Only the whole step is timed then.
+        inside_compiled_step = is_compiled_function(runner.model.train_step)
+        if inside_compiled_step:
+            logger.info('measure: train_step is compiled as a whole; the data preprocessor '
+                        'and the host-to-device copy run inside it and are timed with it, '
+                        'not apart')
         if self.stage_timing:
             self.recorder = StageRecorder()
             instrument_dataloader(loop.dataloader, self.recorder)
-            self._time_h2d(runner)
+            if not inside_compiled_step:
+                self._time_h2d(runner)
             restart_workers(loop)
         wrap_loop_batches(loop, lambda it: TimedIterator(it, self._on_fetch, self._on_batch))
         self._undo = [wrap_method(runner.model, 'train_step', self._on_step,
                                   self._cuda and self.sync_cuda)]
         pre = getattr(_unwrapped(runner.model), 'data_preprocessor', None)
-        if pre is not None and hasattr(pre, 'forward'):  # data path work inside the step
+        if pre is not None and hasattr(pre, 'forward') and not inside_compiled_step:
             self._undo.append(wrap_method(pre, 'forward', self._on_preprocess))
         if self.gpu_sampling:
             self.sampler.start()
