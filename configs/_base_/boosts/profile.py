@@ -1,0 +1,2 @@
+# Boost fragment: a torch.profiler window (Chrome trace and TensorBoard profile in the work dir).
+bevboost_boosts = dict(profile=dict())
