@@ -84,7 +84,9 @@ class BoostReportHook(Hook):
 
     Added by :func:`~bevboost.boosts.apply_boosts`; runs in ``before_train``
     (after the optimizer wrapper, schedulers and train dataloader are built,
-    before iteration 1).
+    before iteration 1). In ``before_run`` it checks the checkpoint the runner
+    is about to load (``load_from``/``resume``): an empty or truncated file is
+    refused with its path.
 
     Args:
         boosts: boost name -> the options it was applied with.
@@ -95,6 +97,14 @@ class BoostReportHook(Hook):
     def __init__(self, boosts: dict[str, dict] | None = None) -> None:
         self.boosts = {k: dict(v or {}) for k, v in (boosts or {}).items()}
         self.verdicts: list[str] = []
+
+    def before_run(self, runner) -> None:
+        """An empty or truncated checkpoint is named here, before mmengine's loader fails on it
+        with an error that does not say which file it read."""
+        from bevboost.engine.checkpoint_safety import check_checkpoint, checkpoint_to_load
+        found = checkpoint_to_load(runner)
+        if found is not None:
+            check_checkpoint(*found)
 
     def before_train(self, runner) -> None:
         self.verdicts, failures = verify_boosts(runner, self.boosts)

@@ -13,9 +13,10 @@ import argparse
 import contextlib
 import logging
 import math
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+
+from bevboost.engine.checkpoint_safety import check_checkpoint  # noqa: F401  (CLI checks)
 
 #: an LR above this is a typo, not a recipe
 MAX_LR = 10.0
@@ -222,38 +223,6 @@ def check_dir_arg(path: str | None, what: str) -> None:
     """A directory the run will create or use: refuse an existing file."""
     if path is not None and Path(path).exists() and not Path(path).is_dir():
         raise ValueError(f'{what} {path!r} is a file, not a directory')
-
-
-def check_checkpoint(path: str, what: str) -> None:
-    """Refuse a missing, empty or truncated checkpoint before the run loads it.
-
-    ``torch.save`` writes a zip archive whose directory sits at the end: a
-    truncated file has none. Remote paths (``s3://``, ``https://``) are left to
-    the loader; a legacy (pre-zip) pickle is only checked for its first byte.
-    """
-    if '://' in str(path):
-        return
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f'{what}: checkpoint {str(path)!r} not found')
-    size = p.stat().st_size
-    if size == 0:
-        raise ValueError(f'{what}: checkpoint {str(path)!r} is empty (0 bytes)')
-    if zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f'{what}: checkpoint {str(path)!r} is unreadable: {exc}') from None
-        if not any(n.endswith('data.pkl') for n in names):
-            raise ValueError(f'{what}: {str(path)!r} is a zip archive but not a PyTorch '
-                             'checkpoint (no data.pkl)')
-        return
-    with open(p, 'rb') as f:
-        head = f.read(1)
-    if head != b'\x80':  # a pickle protocol opcode starts the legacy format
-        raise ValueError(f'{what}: checkpoint {str(path)!r} is truncated or not a PyTorch '
-                         f'checkpoint ({size} bytes, no zip directory at its end)')
 
 
 def resume_checkpoint(work_dir: str | None) -> str | None:

@@ -31,6 +31,8 @@ attributes are dropped the same way.
 from __future__ import annotations
 
 import logging
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,54 @@ from mmengine.logging import HistoryBuffer
 logger = logging.getLogger(__name__)
 
 _DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def check_checkpoint(path: str, what: str) -> None:
+    """Refuse a missing, empty or truncated checkpoint before the run loads it.
+
+    ``torch.save`` writes a zip archive whose directory sits at the end: a
+    truncated file has none. Remote paths (``s3://``, ``https://``) are left to
+    the loader; a legacy (pre-zip) pickle is only checked for its first byte.
+    """
+    if '://' in str(path):
+        return
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f'{what}: checkpoint {str(path)!r} not found')
+    size = p.stat().st_size
+    if size == 0:
+        raise ValueError(f'{what}: checkpoint {str(path)!r} is empty (0 bytes)')
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ValueError(f'{what}: checkpoint {str(path)!r} is unreadable: {exc}') from None
+        if not any(n.endswith('data.pkl') for n in names):
+            raise ValueError(f'{what}: {str(path)!r} is a zip archive but not a PyTorch '
+                             'checkpoint (no data.pkl)')
+        return
+    with open(p, 'rb') as f:
+        head = f.read(1)
+    if head != b'\x80':  # a pickle protocol opcode starts the legacy format
+        raise ValueError(f'{what}: checkpoint {str(path)!r} is truncated or not a PyTorch '
+                         f'checkpoint ({size} bytes, no zip directory at its end)')
+
+
+def checkpoint_to_load(runner) -> tuple[str, str] | None:
+    """The checkpoint ``Runner.load_or_resume`` is about to read, and the key that named it
+    (mmengine 0.10's choice: ``resume`` + ``load_from``, ``resume`` alone: the work dir's
+    latest, else ``load_from``); None when it reads none."""
+    from mmengine.runner import find_latest_checkpoint
+    if getattr(runner, '_has_loaded', False):
+        return None
+    load_from, resume = runner._load_from, runner._resume
+    if resume and load_from is None:
+        latest = find_latest_checkpoint(runner.work_dir)
+        return None if latest is None else (latest, f'resume (latest in {runner.work_dir})')
+    if load_from is not None:
+        return load_from, 'resume' if resume else 'load_from'
+    return None
 
 
 def _history_buffer_getstate(self: HistoryBuffer) -> dict:

@@ -50,3 +50,48 @@ def test_users_registered_method_is_kept_not_the_checkpoints(tmp_path):
         assert hub.get_scalar('train/loss').statistics('p90') == 1.5
     finally:
         HistoryBuffer._statistics_methods.pop('p90')
+
+
+def _half_written_checkpoint(tmp_path):
+    """A first run's checkpoint, then cut in half (a full disk, a killed copy)."""
+    from bevboost.runner_utils import runner_from_cfg
+    from bevboost.testing.toy import toy_config
+    from mmengine.config import Config
+    first = runner_from_cfg(Config(toy_config(str(tmp_path / 'first'), max_iters=2)))
+    first.train()
+    first.save_checkpoint(str(tmp_path), 'good.pth')
+    good = tmp_path / 'good.pth'
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    return cut
+
+
+def test_runner_route_names_a_truncated_checkpoint(tmp_path):
+    """Under a Runner (tools/train.py, scripts) a boosted config refuses a truncated
+    ``load_from``/``resume`` checkpoint by its path before mmengine's loader reads it;
+    mmengine alone fails on the same file with an error that names no file."""
+    import pytest
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from bevboost.testing.toy import toy_config
+    cut = _half_written_checkpoint(tmp_path)
+    plain = Runner.from_cfg(Config(toy_config(str(tmp_path / 'plain'), load_from=str(cut))))
+    with pytest.raises(Exception) as mmengine_error:
+        plain.train()
+    assert str(cut) not in str(mmengine_error.value)
+    for key, extra in (('load_from', {}), ('resume', dict(resume=True))):
+        cfg = toy_config(str(tmp_path / key), load_from=str(cut),
+                         bevboost_boosts=dict(measure=dict()), **extra)
+        runner = Runner.from_cfg(Config(cfg))
+        with pytest.raises(ValueError, match=rf"{key}: checkpoint '{cut}' is truncated"):
+            runner.train()
+    # resume=True without load_from: the work dir's latest checkpoint is the one checked
+    work_dir = tmp_path / 'auto'
+    work_dir.mkdir()
+    (work_dir / 'iter_2.pth').write_bytes(cut.read_bytes())
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    runner = Runner.from_cfg(Config(toy_config(str(work_dir), resume=True,
+                                               bevboost_boosts=dict(measure=dict()))))
+    with pytest.raises(ValueError, match=r"resume \(latest in .*\): checkpoint .*iter_2.pth"):
+        runner.train()
