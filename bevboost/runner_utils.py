@@ -14,11 +14,15 @@ boosted first, and built with the runner class the boosts need (``shm`` needs
 ``ShmRingRunner``); a config the kit wrote (``bevboost_applied``) is built
 with the ``runner_type`` it names on both routes. A boost that cannot apply
 stops the build with one error naming ``bevboost_boosts``, the route and the
-fix. :class:`BoostReportHook` then logs what is in effect on the built runner
+fix. A runner built past that classmethod (a subclass whose own ``from_cfg``
+does not call it, ``Runner(cfg=...)``) is stopped in ``Runner.__init__`` when
+its config still carries ``bevboost_boosts``: never trained silently plain.
+:class:`BoostReportHook` then logs what is in effect on the built runner
 before the first iteration.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from pathlib import Path
@@ -146,6 +150,24 @@ def _boosting_from_cfg(cls, cfg):
     return _original_from_cfg(cls, cfg)
 
 
+_original_init = None
+
+
+def _refusing_unapplied_init(self, *args, **kwargs):
+    """``Runner.__init__`` that stops when the config's ``bevboost_boosts`` was not applied."""
+    bound = inspect.signature(_original_init).bind_partial(self, *args, **kwargs)
+    cfg = bound.arguments.get('cfg')
+    if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
+        name = type(self).__name__
+        raise ValueError(
+            f'{CONFIG_KEY} = {dict(cfg[CONFIG_KEY])!r} reached {name}.__init__ unapplied: this '
+            f'runner was built without mmengine\'s Runner.from_cfg (the route that applies '
+            f'boosts): {name}.from_cfg does not call it, or the runner was built as '
+            f'{name}(cfg=...). Fix: write the boosted config with `bevboost boost CONFIG --out '
+            f'boosted.py` and train that file, or call super().from_cfg(cfg) in {name}.from_cfg')
+    _original_init(self, *args, **kwargs)
+
+
 def _runner_class(cfg: Config, called_on: type) -> type:
     """The runner class a boosted config needs (``runner_type``), given the route's class."""
     from mmengine.registry import RUNNERS
@@ -160,23 +182,29 @@ def _runner_class(cfg: Config, called_on: type) -> type:
 
 
 def install_config_boosts_route() -> bool:
-    """Wrap ``mmengine.runner.Runner.from_cfg`` so ``bevboost_boosts`` takes effect.
+    """Wrap ``mmengine.runner.Runner.from_cfg`` so ``bevboost_boosts`` takes effect, and
+    ``Runner.__init__`` so a runner built past it with ``bevboost_boosts`` still in its
+    config stops.
 
     Idempotent. Returns False (and logs an error) when this mmengine's
     ``Runner.from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was
     written for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
     """
-    global _original_from_cfg
+    global _original_from_cfg, _original_init
     from mmengine.runner import Runner
     current = Runner.__dict__.get('from_cfg')
     func = getattr(current, '__func__', None)
     if func is _boosting_from_cfg:
         return True
     if not isinstance(current, classmethod) or \
-            list(inspect.signature(func).parameters) != ['cls', 'cfg']:
-        logger.error('mmengine Runner.from_cfg is not classmethod(cls, cfg) in this mmengine; '
-                     '%s in configs will not be applied by tools/train.py', CONFIG_KEY)
+            list(inspect.signature(func).parameters) != ['cls', 'cfg'] or \
+            'cfg' not in inspect.signature(Runner.__init__).parameters:
+        logger.error('mmengine Runner.from_cfg is not classmethod(cls, cfg), or Runner.__init__ '
+                     'takes no cfg, in this mmengine; %s in configs will not be applied by '
+                     'tools/train.py', CONFIG_KEY)
         return False
     _original_from_cfg = func
+    _original_init = Runner.__init__
     Runner.from_cfg = classmethod(_boosting_from_cfg)
+    Runner.__init__ = functools.wraps(_original_init)(_refusing_unapplied_init)
     return True

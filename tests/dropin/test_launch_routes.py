@@ -47,6 +47,37 @@ def test_bevboost_boosts_in_a_config_dict_take_effect(tmp_path, route):
     assert report.verdicts[0].startswith('amp: BoostAmpOptimWrapper bfloat16')
 
 
+@RUNNERS.register_module(force=True)
+class RunnerWithItsOwnFromCfg(Runner):
+    """A project's runner that builds itself without calling Runner.from_cfg."""
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        return cls(model=cfg['model'], work_dir=cfg['work_dir'],
+                   train_dataloader=cfg['train_dataloader'], optim_wrapper=cfg['optim_wrapper'],
+                   train_cfg=cfg['train_cfg'], default_scope=cfg.get('default_scope', 'mmengine'),
+                   cfg=cfg)
+
+
+@pytest.mark.parametrize('route', ['RUNNERS.build', 'Runner(cfg=...)'])
+def test_runners_built_past_from_cfg_refuse_unapplied_boosts(tmp_path, route):
+    """Routes the from_cfg wrapper cannot reach stop with the named error, never train plain."""
+    cfg = Config(toy_config(str(tmp_path), bevboost_boosts=dict(amp=dict(dtype='bf16'))))
+    name = 'RunnerWithItsOwnFromCfg' if route == 'RUNNERS.build' else 'Runner'
+    with pytest.raises(ValueError, match=rf"bevboost_boosts = \{{'amp'.*reached "
+                                         rf"{name}.__init__ unapplied.*"
+                                         r"bevboost boost CONFIG --out"):
+        if route == 'RUNNERS.build':  # tools/train.py with runner_type set
+            cfg.runner_type = name
+            RUNNERS.build(cfg)
+        else:
+            Runner(model=cfg['model'], work_dir=cfg['work_dir'], cfg=cfg)
+    # the same runner class with the boosts applied first builds and trains boosted
+    runner = RunnerWithItsOwnFromCfg.from_cfg(apply_boosts(cfg))
+    runner.train()
+    assert type(runner.optim_wrapper).__name__ == 'BoostAmpOptimWrapper'
+
+
 def test_a_boost_not_in_effect_stops_before_the_first_iteration(tmp_path):
     from bevboost.boosts import BoostNotInEffect
     cfg = apply_boosts(Config(toy_config(str(tmp_path))), ['accum=2'])
