@@ -71,8 +71,10 @@ STOCK_AUGS = {
 #: included, is met only at PETRv2 test time on this CPU (see docs/data.md for why)
 MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.5, ('petrv2-320x800', 'test'): 7.8,
                ('bevfusion-256x704', 'train'): 4.6, ('bevfusion-256x704', 'test'): 6.0}
-#: the same for the worker side of main-process decode (measured 168x-290x)
-MIN_WORKER_SIDE_SPEEDUP = 135.0
+#: the same for the worker side of main-process decode: measured 168x-290x with this file run
+#: alone, 130x and 141x (BEVFusion train, its first case) in full `pytest benchmarks` runs, after
+#: the compute benchmarks in the same process; a ~0.1 ms path moves with the process's state
+MIN_WORKER_SIDE_SPEEDUP = 104.0
 #: the pixel tolerance of reduced decode vs the stock chain (held in tests/data/test_fold.py)
 TOLERANCE = 'mean |diff| <= 1.0 grey levels, p99 <= 6 (with rotation: 2.0 / 20)'
 STEP_S = 0.5  # a training step to feed, for the cores-per-GPU figure
