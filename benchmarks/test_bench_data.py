@@ -230,9 +230,10 @@ def test_loader_throughput_and_wait(samples, benchmark):
 
 
 # ---- the shm ring where transfer matters: uint8 320x800 x 12 views, and encoded JPEG bytes ----
-#: ring samples per CPU-second over torch's DataLoader must stay above these: 0.8x the lower
-#: medians measured on a shared 2-core CPU (3.0x and 2.2x, docs/data.md); the goal is >= 1.3x
-MIN_RING_SPEEDUP = {'uint8-12x320x800': 2.4, 'encoded-12-jpegs': 1.75}
+#: ring samples per CPU-second over torch's DataLoader must stay above these: 0.8x the lowest
+#: medians measured on a 2-core CPU (2.92x and 3.15x over 9 runs, docs/data.md); the goal is
+#: >= 1.3x
+MIN_RING_SPEEDUP = {'uint8-12x320x800': 2.3, 'encoded-12-jpegs': 2.5}
 RING_VIEWS = 12
 
 
@@ -286,8 +287,9 @@ def _epoch_cost(loader, staging: np.ndarray) -> tuple[float, float]:
 def test_shm_ring_vs_torch_dataloader_where_transfer_matters(samples, benchmark, payload):
     from mmengine.dataset import pseudo_collate
     jpegs = [Path(c['img_path']).read_bytes() for s in samples[:2] for c in s['images'].values()]
-    # ~0.5 s per round on this machine either way: long enough to average out a shared CPU
-    ds = _TransferDataset(payload, jpegs[:RING_VIEWS], 48 if payload.startswith('uint8') else 192)
+    # ~1 s per round: workers fork and the ring maps once per epoch, a fixed cost that shorter
+    # epochs inflate (real epochs are thousands of samples)
+    ds = _TransferDataset(payload, jpegs[:RING_VIEWS], 96 if payload.startswith('uint8') else 192)
     staging = np.empty(RING_VIEWS * FINAL[0] * FINAL[1] * 3, np.uint8)
     loaders = {'torch': torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2,
                                                     collate_fn=pseudo_collate),

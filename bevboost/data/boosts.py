@@ -219,7 +219,7 @@ class ShmBoost(Boost):
         name='shm', summary=('workers write batch payloads (uint8 images or JPEG bytes) into a '
                              'private shared-memory ring; the main process reads them in place'),
         changes=('runner_type', 'train_dataloader.shm_ring', 'custom_imports'),
-        expected_effect=('where transfer dominates (uint8 12x320x800, JPEG bytes): 2.3-3.1x '
+        expected_effect=('where transfer dominates (uint8 12x320x800, JPEG bytes): 2.9-4.0x '
                          'samples per CPU-second over torch DataLoader (docs/data.md); none '
                          'when workers are decode-bound'),
         exact=True, order=30)
