@@ -52,23 +52,49 @@ def all_ranks_ok(ok: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+def _dense(grad: torch.Tensor) -> torch.Tensor:
+    return grad.coalesce().values() if grad.is_sparse else grad
+
+
+def grads_finite(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One bool tensor per (device, dtype) group: all of its gradients are finite.
+
+    The check GradScaler makes before unscaling (``_amp_foreach_non_finite_check_and_unscale_``,
+    one fused pass per group) with a scale of exactly 1.0, which leaves every value as it was;
+    ~20x cheaper than ``isfinite(g).all()`` per tensor on CPU. Where a torch build lacks the
+    kernel for a device or dtype, that per-tensor check is used instead (same answer).
+    """
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for grad in grads:
+        groups.setdefault((grad.device, grad.dtype), []).append(_dense(grad))
+    flags = []
+    for (device, _), group in groups.items():
+        found_inf = torch.zeros(1, device=device)
+        try:
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                group, found_inf, torch.ones(1, device=device))
+            flags.append(found_inf[0] == 0)
+        except (RuntimeError, NotImplementedError):
+            flags.append(torch.stack([torch.isfinite(g).all() for g in group]).all())
+    return flags
+
+
 def nonfinite_reason(losses: list[torch.Tensor], optimizer) -> str | None:
     """Why this step must be skipped (non-finite loss or gradients, on any rank), or None."""
     grads = [p.grad for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
-    flags = [torch.isfinite(loss).all() for loss in losses]
-    flags += [torch.isfinite(g).all() for g in grads]
+    flags = [torch.isfinite(loss).all() for loss in losses] + grads_finite(grads)
     if not flags:
         return None
     ok = torch.stack([f.to(flags[0].device) for f in flags])
     if all_ranks_ok(ok):
         return None
-    ok = ok.cpu()
     if bool(ok.all()):
         return 'non-finite loss or gradients on another rank'
-    bad_losses = [float(loss.float().sum()) for loss, fine in zip(losses, ok) if not fine]
+    bad_losses = [float(loss.float().sum()) for loss in losses if not torch.isfinite(loss).all()]
     if bad_losses:
         return f'non-finite loss ({bad_losses[0]})'
-    return f'non-finite gradients in {int((~ok).sum())} parameter tensors (loss finite)'
+    bad = sum(not bool(torch.isfinite(_dense(g)).all()) for g in grads)  # a skipped step only
+    return f'non-finite gradients in {bad} parameter tensors (loss finite)'
 
 
 def check_lr_finite(optimizer) -> None:
@@ -262,9 +288,9 @@ class NonFiniteGuardBoost(Boost):
                 'non-finite weights.',
         changes=('optim_wrapper.type', 'optim_wrapper.max_consecutive_skips', 'custom_hooks',
                  'default_hooks.param_scheduler'),
-        expected_effect='One finiteness check over the gradients per optimizer step '
-                        '(+31% on an 8 ms CPU toy step, benchmarks/test_bench_train.py; '
-                        'small next to a real model step); a NaN no longer ruins the run.',
+        expected_effect='One fused finiteness pass over the gradients per optimizer step '
+                        '(+3-9% on an 8 ms CPU toy step, benchmarks/test_bench_train.py; '
+                        'less on a real model step); a NaN no longer ruins the run.',
         exact=True,
         order=25,
     )

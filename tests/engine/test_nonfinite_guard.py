@@ -99,3 +99,33 @@ def test_no_checkpoint_with_non_finite_weights(tmp_path):
     with pytest.raises(NonFiniteTrainingError, match='refusing to save the checkpoint'):
         runner.train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']  # before the NaN
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_fused_gradient_check_agrees_with_isfinite_and_leaves_values_alone(dtype):
+    """The one-pass check against torch.isfinite on each tensor, for every position of a
+    nan, +inf or -inf; finite values (-0.0, subnormals, the dtype's extremes) bit for bit."""
+    from bevboost.engine.nonfinite import grads_finite
+    info = torch.finfo(dtype)
+    special = torch.tensor([-0.0, info.tiny / 4, info.max, -info.max, info.eps], dtype=dtype)
+    base = [torch.randn(7, 5).to(dtype), special.clone(), torch.randn(300).to(dtype)]
+    (flag,) = grads_finite([g.clone() for g in base])
+    assert bool(flag)
+    after = [g.clone() for g in base]
+    grads_finite(after)
+    for a, b in zip(after, base):
+        assert torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
+                           b.view(torch.int16 if b.element_size() == 2 else torch.int32))
+    for which in range(len(base)):
+        for bad in (math.nan, math.inf, -math.inf):
+            grads = [g.clone() for g in base]
+            grads[which].view(-1)[-1] = bad
+            expected = all(bool(torch.isfinite(g).all()) for g in grads)
+            assert [bool(f) for f in grads_finite(grads)] == [expected] == [False]
+
+
+def test_fused_gradient_check_groups_dtypes_and_takes_sparse_grads():
+    from bevboost.engine.nonfinite import grads_finite
+    sparse = torch.sparse_coo_tensor([[0, 3]], [1.0, math.inf], (5,))
+    flags = grads_finite([torch.ones(3), torch.ones(3, dtype=torch.bfloat16), sparse])
+    assert [bool(f) for f in flags] == [False, True]  # float32 (with the sparse inf), bfloat16
