@@ -66,11 +66,12 @@ STOCK_AUGS = {
                     rot_lim=(-5.4, 5.4) if train else (0.0, 0.0), rand_flip=train,
                     is_train=train) for train in (True, False)},
 }
-#: stock CPU-ms / reduced-decode CPU-ms must stay above these: 0.8x the lower of two runs on a
-#: shared 2-core CPU (docs/data.md: 6.9x, 9.7x, 5.7x, 7.5x). The goal, >= 8x with training
-#: included, is met only at PETRv2 test time on this CPU (see docs/data.md for why)
-MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.5, ('petrv2-320x800', 'test'): 7.8,
-               ('bevfusion-256x704', 'train'): 4.6, ('bevfusion-256x704', 'test'): 6.0}
+#: stock CPU-ms / reduced-decode CPU-ms must stay above these: 0.8x the lowest speedup measured
+#: on a 2-core CPU in any run, full `pytest benchmarks` runs included, which measure lower than
+#: this file alone (docs/data.md: 6.3x, 8.8x, 5.3x, 7.5x). The goal, >= 8x with training
+#: included, is met only at test time on this CPU (see docs/data.md for why)
+MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.0, ('petrv2-320x800', 'test'): 7.0,
+               ('bevfusion-256x704', 'train'): 4.2, ('bevfusion-256x704', 'test'): 6.0}
 #: the same for the worker side of main-process decode: measured 168x-290x with this file run
 #: alone, 130x and 141x (BEVFusion train, its first case) in full `pytest benchmarks` runs, after
 #: the compute benchmarks in the same process; a ~0.1 ms path moves with the process's state

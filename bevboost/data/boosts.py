@@ -183,7 +183,7 @@ class FastDecodeBoost(Boost):
         changes=('train_dataloader.dataset.pipeline', 'val_dataloader.dataset.pipeline',
                  'test_dataloader.dataset.pipeline', 'train_pipeline', 'test_pipeline',
                  'model.data_preprocessor', 'custom_hooks'),
-        expected_effect=('5.7-10.4x less CPU per camera image than mmdet3d loader + the '
+        expected_effect=('5.3-11.8x less CPU per camera image than mmdet3d loader + the '
                          "model's resize at 320x800 and 256x704, train and test (2-core CPU, "
                          'docs/data.md); uint8 or encoded batches'),
         exact=False, requires=('simplejpeg',), order=20)
