@@ -151,11 +151,12 @@ def _boosting_from_cfg(cls, cfg):
 
 
 _original_init = None
+_init_signature: inspect.Signature | None = None
 
 
 def _refusing_unapplied_init(self, *args, **kwargs):
     """``Runner.__init__`` that stops when the config's ``bevboost_boosts`` was not applied."""
-    bound = inspect.signature(_original_init).bind_partial(self, *args, **kwargs)
+    bound = _init_signature.bind_partial(self, *args, **kwargs)
     cfg = bound.arguments.get('cfg')
     if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
         name = type(self).__name__
@@ -190,7 +191,7 @@ def install_config_boosts_route() -> bool:
     ``Runner.from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was
     written for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
     """
-    global _original_from_cfg, _original_init
+    global _original_from_cfg, _original_init, _init_signature
     from mmengine.runner import Runner
     current = Runner.__dict__.get('from_cfg')
     func = getattr(current, '__func__', None)
@@ -205,6 +206,7 @@ def install_config_boosts_route() -> bool:
         return False
     _original_from_cfg = func
     _original_init = Runner.__init__
+    _init_signature = inspect.signature(_original_init)
     Runner.from_cfg = classmethod(_boosting_from_cfg)
     Runner.__init__ = functools.wraps(_original_init)(_refusing_unapplied_init)
     return True
