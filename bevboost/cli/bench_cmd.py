@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from bevboost.cli import checks
 from bevboost.cli.checks import MAX_COUNT, int_range
@@ -42,6 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='bench_out',
                    help='report directory (bench_out): report.json, report.md, *.png, runs/')
+    p.add_argument('--force', action='store_true',
+                   help='let --out overwrite an earlier report there')
     p.add_argument('--no-ceiling', action='store_true', help='skip the data-free ceiling run')
     p.add_argument('--threads', type=int_range(0, 1024), default=0,
                    help='torch threads of each run\'s main process (0: cores minus loader '
@@ -90,7 +93,59 @@ def check_out_name(out: str) -> None:
                          'and runs/; give a directory name')
 
 
-def _checked_variants(args: argparse.Namespace) -> list:
+#: files of a finished report: ``--out`` holding one is refused without ``force``
+REPORT_FILES = ('report.json', 'report.md')
+
+
+def check_no_report(out: str | Path, force: bool = False) -> None:
+    """Refuse an ``out`` holding an earlier report (it would be overwritten) unless ``force``."""
+    found = [name for name in REPORT_FILES if (Path(out) / name).is_file()]
+    if found and not force:
+        raise ValueError(f'--out {str(out)!r} holds an earlier report ({", ".join(found)}); '
+                         'pass --force to overwrite it, or give another --out')
+
+
+def missing_data(cfg: Any) -> list[tuple[str, str | None]]:
+    """``(annotation file, data_root)`` of every training dataset whose annotation file does
+    not exist (wrappers' inner datasets included); relative paths are from the working
+    directory, as the runs see them."""
+    found: list[tuple[str, str | None]] = []
+
+    def walk(ds: Any) -> None:
+        if isinstance(ds, (list, tuple)):
+            for item in ds:
+                walk(item)
+            return
+        if not isinstance(ds, dict):
+            return
+        ann_file, root = ds.get('ann_file'), ds.get('data_root')
+        if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
+            path = ann_file if (root is None or os.path.isabs(ann_file)
+                                or ann_file.startswith(str(root))) \
+                else os.path.join(str(root), ann_file)
+            if not os.path.exists(path):
+                found.append((path, root if isinstance(root, str) else None))
+        walk(ds.get('dataset'))
+        walk(ds.get('datasets'))
+
+    walk((cfg.get('train_dataloader') or {}).get('dataset'))
+    return found
+
+
+def check_data_exists(cfg: Any, config: str | Path) -> None:
+    """``FileNotFoundError`` naming the missing training data of ``config`` and the command
+    that makes the kit's synthetic set, before any run starts."""
+    missing = missing_data(cfg)
+    if missing:
+        path, root = missing[0]
+        make = f'bevboost data synth {root.rstrip("/") if root else os.path.dirname(path)}'
+        raise FileNotFoundError(
+            f'config {str(config)!r}: its training data {path!r} does not exist; for the '
+            f"kit's synthetic nuScenes set make it with `{make}`, else set data_root in the "
+            'config to where the data is')
+
+
+def _checked_variants(args: argparse.Namespace) -> tuple[list, Any]:
     """Every variant resolved and applied to the config, before anything runs.
 
     An unknown boost, a bad value (``amp=fp8``), a boost given twice in one
@@ -129,7 +184,7 @@ def _checked_variants(args: argparse.Namespace) -> list:
             if not (lenient or variant.name == ALL):
                 raise
             variant.reason = f'does not fit this config: {exc}'
-    return variants
+    return variants, cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,8 +193,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_name(args.out)
     checks.check_dir_arg(args.out, '--out')
+    check_no_report(args.out, force=args.force)
     with checks.quiet_info():  # resolving rehearses boosts on a copy: the runs log them
-        variants = _checked_variants(args)
+        variants, cfg = _checked_variants(args)
+    if args.config is not None:  # the default config's data is made on first use
+        check_data_exists(cfg, args.config)
+    from bevboost.cli.phase import run_phase
+    phase = run_phase(args)
+    phase.start('benchmarking', args.out)  # from here on: runtime failures
     out = check_out_dir(args.out)
     config = Path(args.config) if args.config is not None else _default_config(out)
 
@@ -148,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     with tqdm(total=total, desc='bench', unit='run') as bar:
         def progress(label: str) -> None:
+            phase.phase = f'benchmarking (last run: {label})'
             bar.set_postfix_str(label, refresh=False)
             bar.update(1)
 
@@ -155,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
                            repeats=args.repeats, out=out, seed=args.seed,
                            timeout=args.timeout, threads=args.threads,
                            trace_iters=args.trace_iters, progress=progress)
+    phase.phase = 'writing the report'
     files = write_report(report, out)
     for row in report['variants']:
         if row['status'] == 'ok':

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import math
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -216,13 +217,41 @@ def check_empty_dir(out: str, *, force: bool = False, what: str = 'OUT') -> Path
     if path.is_dir() and not force and any(path.iterdir()):
         raise ValueError(f'{what} {out!r} is not empty; pass --force to write into it '
                          '(files with the same names are overwritten)')
+    check_dir_arg(out, what)
     return path
 
 
 def check_dir_arg(path: str | None, what: str) -> None:
-    """A directory the run will create or use: refuse an existing file."""
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise ValueError(f'{what} {path!r} is a file, not a directory')
+    """A directory the run will create or use: refuse an existing file, and a directory
+    that cannot be created (``/sys/x/wd``). The creation is tried and undone: a refusal
+    leaves nothing behind, and the error names the argument."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f'{what} {path!r} is a file, not a directory')
+        try:
+            with tempfile.NamedTemporaryFile(dir=target, prefix='.bevboost-write-test'):
+                pass
+        except OSError as exc:
+            raise PermissionError(f'{what} {path!r} is not writable: '
+                                  f'{exc.strerror or exc}') from None
+        return
+    made: list[Path] = []
+    try:
+        for missing in reversed([p for p in (target, *target.parents) if not p.exists()]):
+            missing.mkdir()
+            made.append(missing)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f' {str(exc.filename)!r}' if exc.filename else ''
+        raise PermissionError(f'{what} {path!r} is not writable: cannot create '
+                              f'directory{where}: {reason}') from None
+    finally:
+        for created in reversed(made):
+            with contextlib.suppress(OSError):
+                created.rmdir()
 
 
 def resume_checkpoint(work_dir: str | None) -> str | None:

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from bevboost.data.synth import synthesize_nuscenes
 
     _check_synth_args(args)
+    from bevboost.cli.phase import run_phase
+    run_phase(args).start(f'writing the data set into {args.out!r}', args.out)
     bar = None
     progress = None
     if not args.no_progress:

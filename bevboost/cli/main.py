@@ -1,9 +1,17 @@
 """``bevboost`` command line: one module per subcommand.
 
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``
-and imports its heavy dependencies inside ``run``. Bad input of any kind (argparse
-errors included) is one stderr line naming the argument and the value, exit status 2,
-found before any work starts (see ``bevboost.cli.checks``).
+and imports its heavy dependencies inside ``run``. Two kinds of failure, never confused:
+
+* bad input of any kind (argparse errors included), found before any work starts
+  (see ``bevboost.cli.checks``): one stderr line naming the argument and the value,
+  exit status 2;
+* anything raised once the run has started (``bevboost.cli.phase``: building the
+  runner, the model, a dataset, a hook, an iteration, saving a checkpoint): exit
+  status 1, the full traceback on stderr and in the work-dir log, and a last line
+  naming the phase.
+
+``-v`` sets the ``bevboost`` loggers to DEBUG and prints the traceback of bad input too.
 """
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from bevboost._optional import MissingDependencyError
 
@@ -72,24 +81,78 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+#: errors that, raised before the run starts, are the user's input
+INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError,
+                MissingDependencyError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='%(levelname)s %(name)s: %(message)s', handlers=[_StderrHandler()])
+    if args.verbose:
+        logging.getLogger('bevboost').setLevel(logging.DEBUG)
+    from bevboost.cli.phase import run_phase
+    tracker = run_phase(args)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError,
-            MissingDependencyError) as exc:
-        logging.getLogger(__name__).debug('bad input', exc_info=True)  # traceback with -v
-        print(f'bevboost {args.command}: error: {one_line(exc)}', file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except KeyboardInterrupt:
-        print(f'bevboost {args.command}: interrupted', file=sys.stderr)
+        print(f'bevboost {args.command}: interrupted'
+              + (f' ({tracker.phase})' if tracker.started else ''), file=sys.stderr)
         return 130
+    except Exception as exc:
+        if _is_refusal(exc, tracker):
+            if tracker.started:
+                tracker.remove_created()  # a refusal leaves nothing behind
+            if args.verbose:
+                traceback.print_exception(exc, file=sys.stderr)
+            print(f'bevboost {args.command}: error: {one_line(exc)}', file=sys.stderr)
+            return 2
+        return _runtime_failure(args.command, exc, tracker)
+
+
+def _is_refusal(exc: Exception, tracker) -> bool:
+    """Bad input: an input error before the run started, or a refused resume (the
+    checkpoint does not fit this run) before the first iteration."""
+    if not tracker.started:
+        return isinstance(exc, INPUT_ERRORS)
+    from bevboost.engine.accumulation_resume import ResumeRefused
+    return isinstance(exc, ResumeRefused) and tracker.phase == 'building'
+
+
+def _runtime_failure(command: str, exc: Exception, tracker) -> int:
+    """Exit 1: the traceback on stderr and in the work-dir log, then the phase."""
+    text = _full_traceback(exc)
+    phase = tracker.phase or 'checking the input'
+    files = tracker.write_to_log(f'bevboost {command} failed during {phase}:\n{text}')
+    print(text, file=sys.stderr)
+    where = f"; traceback also in {', '.join(files)}" if files else ''
+    print(f'bevboost {command}: failed during {phase}: {one_line(_summary(exc))}{where}',
+          file=sys.stderr)
+    return 1
+
+
+def _full_traceback(exc: BaseException) -> str:
+    """The traceback with every suppressed context shown: mmengine's ``call_hook`` re-raises
+    a hook's ``TypeError`` ``from None``, which would hide the frame that raised it."""
+    parts = []
+    while exc is not None:
+        parts.append(''.join(traceback.format_exception(exc)).rstrip())
+        context = exc.__context__ if exc.__suppress_context__ else None
+        exc = context if exc.__cause__ is None else None
+        if exc is not None:
+            parts.append('\nThe exception above was raised from this one (its traceback '
+                         'was suppressed):\n')
+    return '\n'.join(reversed(parts))
+
+
+def _summary(exc: BaseException) -> str:
+    text = str(exc)
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
 
 
 if __name__ == '__main__':

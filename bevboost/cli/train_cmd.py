@@ -1,7 +1,11 @@
 """``bevboost train``: mmengine training with boosts applied (a thin ``tools/train.py``)."""
 from __future__ import annotations
 
+import logging
+
 from bevboost.cli.boost_cmd import split_variants
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -20,13 +24,23 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from bevboost.cli import checks
+    from bevboost.cli.phase import run_phase
     from bevboost.runner_utils import build_runner
     cfg = _checked_config(args)
+    work_dir = args.work_dir or cfg.get('work_dir')
     if args.resume:
         cfg.resume = True
         if args.resume != 'auto':
             cfg.load_from = args.resume
+        elif not checks.resume_checkpoint(work_dir):
+            # mmengine's auto-resume meaning (preemption scripts rely on it), said visibly
+            logger.warning('--resume: no checkpoint to resume in work_dir %r (no '
+                           'last_checkpoint there); training starts from scratch', work_dir)
+    phase = run_phase(args)
+    phase.start('building', work_dir)  # from here on an error is a runtime failure
     runner = build_runner(cfg, split_variants(args.boosts), work_dir=args.work_dir)
+    phase.watch(runner)
     runner.train()
     return 0
 
@@ -41,7 +55,10 @@ def _checked_config(args):
     checks.check_config_lr(cfg, '--cfg-options' if args.cfg_options else f'config {args.config!r}')
     checks.check_boosts_apply(cfg, specs, what)
     work_dir = args.work_dir or cfg.get('work_dir')
-    checks.check_dir_arg(work_dir, 'work_dir')
+    if not work_dir:
+        raise ValueError(f'config {args.config!r} sets no work_dir: pass --work-dir')
+    if not args.work_dir:
+        checks.check_dir_arg(work_dir, f'work_dir of config {args.config!r}')
     if args.resume not in (None, 'auto'):
         checks.check_checkpoint(args.resume, '--resume')
     elif args.resume == 'auto' and checks.resume_checkpoint(work_dir):

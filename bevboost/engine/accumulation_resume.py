@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 CKPT_KEY = 'bevboost_accumulation'
 
 
+class ResumeRefused(ValueError):
+    """The checkpoint cannot continue exactly under this run's split (the user's input:
+    the CLI answers it as bad input, and removes what the refused run had created)."""
+
+
 def accumulation_state(runner, counts: int, epoch_based: bool) -> dict:
     """What the checkpoint records about accumulation (always, not only mid-window)."""
     wrapper = runner.optim_wrapper
@@ -49,7 +54,7 @@ def plan_resume(runner, checkpoint: dict, counts: int, epoch_based: bool
     ``checkpoint['meta']['iter']`` before mmengine's resume reads it.
 
     Raises:
-        ValueError: the checkpoint cannot continue exactly under this split.
+        ResumeRefused: the checkpoint cannot continue exactly under this split.
     """
     state = checkpoint.get(CKPT_KEY)
     if not state or 'counts' not in state:  # not written by the kit, or by an older kit
@@ -70,12 +75,12 @@ def plan_resume(runner, checkpoint: dict, counts: int, epoch_based: bool
     old_effective = old_world * old_batch * old_counts
     effective = runner.world_size * batch * counts
     if old_effective != effective:
-        raise ValueError(
+        raise ResumeRefused(
             f'cannot resume: the checkpoint was trained at effective batch {old_effective} '
             f'({old_split}), this run has {effective} ({new_split}). Resuming would change the '
             'recipe mid-run; keep the split, or start a new run from the weights with load_from.')
     if pending:
-        raise ValueError(
+        raise ResumeRefused(
             f'cannot resume: the checkpoint was saved mid-way through an accumulation window '
             f"({state['inner_count'] % old_counts} of {old_counts} micro-batches, {old_split}); "
             f'its partial gradients cannot be re-split into {new_split}. Resume with the old '

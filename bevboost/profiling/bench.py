@@ -169,6 +169,7 @@ def _run_one(config: Path, variant: Variant, repeat: int, *, iters: int, warmup:
     run_dir = out / 'runs' / f'{slug}_r{repeat}'
     run_dir.mkdir(parents=True, exist_ok=True)
     result_file = run_dir / 'result.json'
+    result_file.unlink(missing_ok=True)  # a result of an earlier bench (--force) is not this run's
     cmd = [sys.executable, '-m', 'bevboost.profiling.bench_worker', '--config', str(config),
            '--specs', json.dumps(variant.specs), '--iters', str(iters),
            '--warmup', str(warmup), '--seed', str(seed), '--replay', str(variant.replay),
