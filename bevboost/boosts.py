@@ -53,6 +53,8 @@ class BoostCard:
         order: where it applies relative to other boosts (low first).
         imports: modules besides ``bevboost`` a boosted config must import
             (e.g. a plugin that registers a transform the boost inserts).
+        strategies: the mmengine ``FlexibleRunner`` strategies it works under
+            (``'*'``: any); under another strategy the build is refused by name.
     """
     name: str
     summary: str
@@ -62,6 +64,7 @@ class BoostCard:
     requires: tuple[str, ...] = ()
     order: int = 50
     imports: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ('SingleDeviceStrategy', 'DDPStrategy')
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -308,6 +311,9 @@ def apply_boosts(cfg: Config,
         logger.info('applied boost %s %s', name, wanted[name] or '')
     if CONFIG_KEY in cfg:
         cfg.pop(CONFIG_KEY)
+    if applied or cfg.get(APPLIED_KEY):
+        from bevboost.engine.recipe_check import reconcile_launch
+        reconcile_launch(cfg)  # auto_scale_lr and batch overrides keep the recipe
     make_self_sufficient(cfg, applied)
     cfg[APPLIED_KEY] = list(applied)
     return cfg

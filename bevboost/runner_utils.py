@@ -22,6 +22,7 @@ before the first iteration.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -101,6 +102,7 @@ class BoostReportHook(Hook):
     def __init__(self, boosts: dict[str, dict] | None = None) -> None:
         self.boosts = {k: dict(v or {}) for k, v in (boosts or {}).items()}
         self.verdicts: list[str] = []
+        self.recipe: str | None = None
 
     def before_run(self, runner) -> None:
         """An empty or truncated checkpoint is named here, before mmengine's loader fails on it
@@ -111,6 +113,12 @@ class BoostReportHook(Hook):
             check_checkpoint(*found)
 
     def before_train(self, runner) -> None:
+        from bevboost.engine.recipe_check import NOTES_KEY, check_built_recipe
+        for note in runner.cfg.get(NOTES_KEY) or []:  # what the launch route changed
+            print_log(f'bevboost: {note}', logger='current', level=logging.WARNING)
+        self.recipe = check_built_recipe(runner)  # RecipeMismatchError stops the run here
+        if self.recipe:
+            print_log(f'bevboost {self.recipe}', logger='current', level=logging.INFO)
         self.verdicts, failures = verify_boosts(runner, self.boosts)
         line = 'bevboost boosts in effect: ' + ('; '.join(self.verdicts) or 'none')
         print_log(line, logger='current', level=logging.ERROR if failures else logging.INFO)
@@ -119,19 +127,34 @@ class BoostReportHook(Hook):
                                    'the first iteration: ' + '; '.join(failures))
 
 
-# --- the one place that touches mmengine internals: Runner.from_cfg -----------------------
+# --- the launch-route wrappers: Runner and FlexibleRunner ---------------------------------
 
-_original_from_cfg = None
+#: class -> its own ``from_cfg`` function / ``__init__`` before wrapping
+_original_from_cfg: dict[type, Any] = {}
+_original_init: dict[type, Any] = {}
+_init_signature: dict[type, inspect.Signature] = {}
+
+
+def _as_config(cfg) -> Config:
+    return cfg if isinstance(cfg, Config) else Config(dict(cfg))
+
+
+def _wrapped_base(cls: type) -> type:
+    """The class in ``cls``'s MRO whose ``from_cfg`` the kit wrapped (Runner, FlexibleRunner)."""
+    return next(base for base in cls.__mro__ if base in _original_from_cfg)
 
 
 def _boosting_from_cfg(cls, cfg):
-    """``Runner.from_cfg`` that first applies a config's ``bevboost_boosts``."""
+    """``<Runner|FlexibleRunner>.from_cfg`` that first applies a config's ``bevboost_boosts``
+    and reconciles a kit-written config with the launch flags (``auto_scale_lr``, batch)."""
+    base = _wrapped_base(cls)
     if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
         route = f'{cls.__name__}.from_cfg'
-        config = cfg if isinstance(cfg, Config) else Config(dict(cfg))
+        config = _as_config(cfg)
         try:
             boosted = apply_boosts(config)
-            target = _runner_class(boosted, cls)
+            check_strategy(boosted, cls)
+            target = _runner_class(boosted, cls, config.get('runner_type'))
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(
                 f'{CONFIG_KEY} = {dict(cfg[CONFIG_KEY])!r} cannot be applied on the route '
@@ -141,72 +164,113 @@ def _boosting_from_cfg(cls, cfg):
         logger.info('%s: applied %s %s; building %s', route, CONFIG_KEY,
                     boosted.get('bevboost_applied'), target.__name__)
         return target.from_cfg(boosted)
-    if isinstance(cfg, (dict, Config)) and cfg.get(APPLIED_KEY) and cfg.get('runner_type'):
-        # a config the kit wrote names the runner its boosts need (shm: ShmRingRunner);
-        # Runner.from_cfg would ignore that and fail on the boosted dataloader
-        target = _runner_class(cfg, cls)
-        if target is not cls:
-            return target.from_cfg(cfg)
-    return _original_from_cfg(cls, cfg)
+    if isinstance(cfg, (dict, Config)) and _kit_written(cfg):
+        # a config the kit wrote, launched with flags that may change its recipe
+        from bevboost.engine.recipe_check import reconcile_launch
+        cfg = copy.deepcopy(_as_config(cfg))
+        reconcile_launch(cfg)
+        check_strategy(cfg, cls)
+        if cfg.get('runner_type'):
+            # it names the runner its boosts need (shm: ShmRingRunner); Runner.from_cfg
+            # would ignore that and fail on the boosted dataloader
+            target = _runner_class(cfg, cls, None)
+            if target is not cls:
+                return target.from_cfg(cfg)
+    return _original_from_cfg[base](cls, cfg)
 
 
-_original_init = None
-_init_signature: inspect.Signature | None = None
+def _kit_written(cfg) -> bool:
+    """A config the kit wrote: boosted (``bevboost_applied``), planned (``bevboost_recipe``)
+    or LR-scaled (``optim_wrapper.lr_scaling``)."""
+    return cfg.get(APPLIED_KEY) is not None or bool(cfg.get('bevboost_recipe')) or \
+        bool((cfg.get('optim_wrapper') or {}).get('lr_scaling'))
 
 
 def _refusing_unapplied_init(self, *args, **kwargs):
-    """``Runner.__init__`` that stops when the config's ``bevboost_boosts`` was not applied."""
-    bound = _init_signature.bind_partial(self, *args, **kwargs)
+    """``__init__`` that stops when the config's ``bevboost_boosts`` was not applied."""
+    base = next(b for b in type(self).__mro__ if b in _original_init)
+    bound = _init_signature[base].bind_partial(self, *args, **kwargs)
     cfg = bound.arguments.get('cfg')
     if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
         name = type(self).__name__
         raise ValueError(
             f'{CONFIG_KEY} = {dict(cfg[CONFIG_KEY])!r} reached {name}.__init__ unapplied: this '
-            f'runner was built without mmengine\'s Runner.from_cfg (the route that applies '
-            f'boosts): {name}.from_cfg does not call it, or the runner was built as '
+            f'runner was built without mmengine\'s {base.__name__}.from_cfg (the route that '
+            f'applies boosts): {name}.from_cfg does not call it, or the runner was built as '
             f'{name}(cfg=...). Fix: write the boosted config with `bevboost boost CONFIG --out '
             f'boosted.py` and train that file, or call super().from_cfg(cfg) in {name}.from_cfg')
-    _original_init(self, *args, **kwargs)
+    _original_init[base](self, *args, **kwargs)
 
 
-def _runner_class(cfg: Config, called_on: type) -> type:
-    """The runner class a boosted config needs (``runner_type``), given the route's class."""
+def _runner_class(cfg: Config, called_on: type, asked: str | None) -> type:
+    """The runner class a boosted config needs (``runner_type``), given the route's class.
+
+    ``asked`` is the config's own ``runner_type`` before the boosts: like mmengine,
+    ``Runner.from_cfg`` ignores a user's runner_type that is not a subclass of the
+    route's class, but a runner_type a boost set (``shm``) must be honoured.
+    """
     from mmengine.registry import RUNNERS
     wanted = cfg.get('runner_type')
     if not wanted or wanted == called_on.__name__:
         return called_on
     target = RUNNERS.get(wanted)
-    if target is None or not issubclass(target, called_on):
-        raise ValueError(f'the boosts need runner_type {wanted!r}, which is not a '
-                         f'{called_on.__name__} subclass')
-    return target
+    if target is not None and issubclass(target, called_on):
+        return target
+    if wanted == asked:
+        return called_on
+    raise ValueError(f'the boosts need runner_type {wanted!r}, which is not a '
+                     f'{called_on.__name__} subclass')
+
+
+def check_strategy(cfg: Config, runner_class: type) -> None:
+    """Under mmengine's ``FlexibleRunner``, refuse boosts whose card does not list the
+    config's strategy (``shm`` needs a Runner; optimizer boosts need DDP or one device)."""
+    from mmengine.runner import FlexibleRunner
+    from bevboost.boosts import get_boost
+    if not issubclass(runner_class, FlexibleRunner):
+        return
+    strategy = cfg.get('strategy') or {}
+    kind = strategy.get('type') if isinstance(strategy, dict) else type(strategy).__name__
+    kind = getattr(kind, '__name__', kind) or 'SingleDeviceStrategy'
+    refused = [name for name in cfg.get(APPLIED_KEY) or []
+               if '*' not in get_boost(name).card.strategies
+               and kind not in get_boost(name).card.strategies]
+    if refused:
+        works = {n: list(get_boost(n).card.strategies) or ['none (needs mmengine Runner)']
+                 for n in refused}
+        raise ValueError(f'boost(s) {refused} do not work under {runner_class.__name__} with '
+                         f'strategy {kind} (they work under: {works}; docs/engine.md). Fix: '
+                         'drop them, or train with runner_type Runner')
 
 
 def install_config_boosts_route() -> bool:
-    """Wrap ``mmengine.runner.Runner.from_cfg`` so ``bevboost_boosts`` takes effect, and
-    ``Runner.__init__`` so a runner built past it with ``bevboost_boosts`` still in its
+    """Wrap ``from_cfg`` of mmengine's ``Runner`` and ``FlexibleRunner`` so ``bevboost_boosts``
+    takes effect and kit-written configs keep their recipe under launch flags, and their
+    ``__init__`` so a runner built past ``from_cfg`` with ``bevboost_boosts`` still in its
     config stops.
 
     Idempotent. Returns False (and logs an error) when this mmengine's
-    ``Runner.from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was
-    written for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
+    ``from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was written
+    for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
     """
-    global _original_from_cfg, _original_init, _init_signature
-    from mmengine.runner import Runner
-    current = Runner.__dict__.get('from_cfg')
-    func = getattr(current, '__func__', None)
-    if func is _boosting_from_cfg:
-        return True
-    if not isinstance(current, classmethod) or \
-            list(inspect.signature(func).parameters) != ['cls', 'cfg'] or \
-            'cfg' not in inspect.signature(Runner.__init__).parameters:
-        logger.error('mmengine Runner.from_cfg is not classmethod(cls, cfg), or Runner.__init__ '
-                     'takes no cfg, in this mmengine; %s in configs will not be applied by '
-                     'tools/train.py', CONFIG_KEY)
-        return False
-    _original_from_cfg = func
-    _original_init = Runner.__init__
-    _init_signature = inspect.signature(_original_init)
-    Runner.from_cfg = classmethod(_boosting_from_cfg)
-    Runner.__init__ = functools.wraps(_original_init)(_refusing_unapplied_init)
-    return True
+    from mmengine.runner import FlexibleRunner, Runner
+    ok = True
+    for runner_class in (Runner, FlexibleRunner):
+        current = runner_class.__dict__.get('from_cfg')
+        func = getattr(current, '__func__', None)
+        if func is _boosting_from_cfg:
+            continue
+        if not isinstance(current, classmethod) or \
+                list(inspect.signature(func).parameters) != ['cls', 'cfg'] or \
+                'cfg' not in inspect.signature(runner_class.__init__).parameters:
+            logger.error('mmengine %s.from_cfg is not classmethod(cls, cfg), or its __init__ '
+                         'takes no cfg, in this mmengine; %s in configs will not be applied by '
+                         'tools/train.py', runner_class.__name__, CONFIG_KEY)
+            ok = False
+            continue
+        _original_from_cfg[runner_class] = func
+        _original_init[runner_class] = runner_class.__init__
+        _init_signature[runner_class] = inspect.signature(runner_class.__init__)
+        runner_class.from_cfg = classmethod(_boosting_from_cfg)
+        runner_class.__init__ = functools.wraps(runner_class.__init__)(_refusing_unapplied_init)
+    return ok

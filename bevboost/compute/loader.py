@@ -92,7 +92,7 @@ class LoaderBoost(Boost):
                  f'{LOADER_KEY}.pin_memory', f'{LOADER_KEY}.prefetch_factor'),
         expected_effect='no re-fork stall at epoch starts; asynchronous host-to-GPU copies '
                         '(unmeasured here); same batches when num_workers is unchanged',
-        exact=True, order=35)  # after shm, to see that it replaced the loader
+        exact=True, order=35, strategies=('*',))  # after shm, to see that it replaced the loader
     primary_option = 'num_workers'
 
     def apply(self, cfg: Config, **options: Any) -> None:

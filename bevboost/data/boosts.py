@@ -204,7 +204,7 @@ class DaliBoost(Boost):
         changes=FastDecodeBoost.card.changes,
         expected_effect=('offloads decode to the GPU (mixed); CPU DALI is no faster than '
                          'fast-decode'),
-        exact=False, requires=('nvidia.dali',), order=21)
+        exact=False, requires=('nvidia.dali',), order=21, strategies=('*',))
 
     def apply(self, cfg: Config, **options: Any) -> None:
         apply_fast_decode(cfg, backend='dali', decode=options.get('decode', 'auto'))
@@ -222,7 +222,8 @@ class ShmBoost(Boost):
         expected_effect=('where transfer dominates (uint8 12x320x800, JPEG bytes): 2.9-4.0x '
                          'samples per CPU-second over torch DataLoader (docs/data.md); none '
                          'when workers are decode-bound'),
-        exact=True, order=30)
+        exact=True, order=30,
+        strategies=())  # needs ShmRingRunner, a Runner subclass
     primary_option = 'slots'
 
     def parse_value(self, value: str) -> dict[str, Any]:

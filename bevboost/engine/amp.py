@@ -37,6 +37,7 @@ from bevboost.boosts import Boost, BoostCard, add_custom_hook, register_boost
 from bevboost.engine.fp32_guards import install_fp32_guards
 from bevboost.engine.nonfinite import (NonFiniteGuard, NonFiniteTrainingError, all_ranks_ok,
                                        check_lr_finite)
+from bevboost.seams.torch_compat import check_autocast, grad_scaler, sharded_grad_scaler
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,7 @@ def scaler_found_inf(scaler, optimizer) -> bool:
 
 def _make_scaler(loss_scale, device_type: str, enabled: bool, use_fsdp: bool):
     """(GradScaler, static scale or None) from ``AmpOptimWrapper``'s ``loss_scale`` forms."""
-    if use_fsdp:
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-        scaler_cls = ShardedGradScaler
-    else:
-        scaler_cls = torch.amp.GradScaler
+    make = sharded_grad_scaler if use_fsdp else grad_scaler
     static = None
     if loss_scale == 'dynamic':
         kwargs: dict = {}
@@ -96,7 +93,7 @@ def _make_scaler(loss_scale, device_type: str, enabled: bool, use_fsdp: bool):
         kwargs = dict(loss_scale)
     else:
         raise TypeError(f"loss_scale must be 'dynamic', a number or a dict, got {loss_scale!r}")
-    return scaler_cls(device_type, enabled=enabled, **kwargs), static
+    return make(device_type, enabled=enabled, **kwargs), static
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -143,6 +140,7 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
         self.device_type = device_type
         self.use_fsdp = use_fsdp
         self.cast_dtype = resolve_dtype(dtype, device_type)
+        check_autocast(device_type, self.cast_dtype)
         use_scaler = self.cast_dtype == torch.float16
         self.loss_scaler, self._scale_update_param = _make_scaler(
             loss_scale, device_type, use_scaler, use_fsdp)
@@ -244,16 +242,29 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
         OptimWrapper.load_state_dict(self, state_dict)
 
 
-def apply_amp(cfg, dtype: AmpDtype = 'auto', fp32_modules: Sequence[str] | None = None,
-              loss_scale='dynamic', use_fsdp: bool | None = None) -> None:
-    """Switch the config's optimizer wrapper to :class:`BoostAmpOptimWrapper`."""
-    resolve_dtype(dtype, 'cpu')  # validate the name early
+_KEEP = object()
+
+
+def apply_amp(cfg, dtype: AmpDtype = _KEEP, fp32_modules: Sequence[str] | None = None,
+              loss_scale=_KEEP, use_fsdp: bool | None = None) -> None:
+    """Switch the config's optimizer wrapper to :class:`BoostAmpOptimWrapper`.
+
+    A ``dtype`` or ``loss_scale`` the config's wrapper already sets (an
+    ``AmpOptimWrapper`` with ``loss_scale=512.``) is kept unless the option asks
+    otherwise; unset, they default to ``'auto'`` and ``'dynamic'``.
+    """
     wrapper = cfg.get('optim_wrapper')
     if not wrapper or 'optimizer' not in wrapper:
         raise ValueError('config has no optim_wrapper.optimizer to wrap with AMP')
     if wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper',
                                                    'BoostAmpOptimWrapper', 'BoostOptimWrapper'):
         raise ValueError(f"cannot add AMP to optim_wrapper type {wrapper['type']!r}")
+    if dtype is _KEEP:  # an AmpOptimWrapper without dtype means mmengine's device default
+        amp_typed = wrapper.get('type') in ('AmpOptimWrapper', 'BoostAmpOptimWrapper')
+        dtype = wrapper.get('dtype') if amp_typed else 'auto'
+    if loss_scale is _KEEP:
+        loss_scale = wrapper.get('loss_scale', 'dynamic')
+    resolve_dtype(dtype, 'cpu')  # validate the name early
     wrapper['type'] = 'BoostAmpOptimWrapper'
     wrapper['dtype'] = dtype
     wrapper['loss_scale'] = loss_scale
@@ -297,7 +308,12 @@ class AmpBoost(Boost):
             if wrapper.cast_dtype != wanted:
                 raise BoostNotInEffect(f'autocast dtype is {wrapper.cast_dtype}, asked {wanted}')
         require_hook(runner, 'OptimizerStepSchedulerHook')
-        scaling = 'dynamic loss scale' if wrapper.loss_scaler.is_enabled() else 'no loss scaling'
+        if not wrapper.loss_scaler.is_enabled():
+            scaling = 'no loss scaling'
+        elif wrapper._scale_update_param is not None:  # the static scale update() keeps
+            scaling = f'static loss scale {wrapper.loss_scale:g}'
+        else:
+            scaling = f'dynamic loss scale (from {wrapper.loss_scale:g})'
         fp32 = f', fp32 {list(wrapper.fp32_modules)}' if wrapper.fp32_modules else ''
         return (f'{type(wrapper).__name__} {str(wrapper.cast_dtype).replace("torch.", "")} '
                 f'on {wrapper.device_type}, {scaling}{fp32}, OptimizerStepSchedulerHook')

@@ -120,8 +120,10 @@ class LRScalingBoost(Boost):
         if info is None:
             raise BoostNotInEffect(f'{type(wrapper).__name__} was not built by '
                                    'RecipeLRScalingConstructor')
-        built_lr = wrapper.optimizer.defaults.get('lr')
-        if built_lr is None or abs(built_lr - info['lr']) > 1e-12 * max(1.0, abs(info['lr'])):
-            raise BoostNotInEffect(f"optimizer lr {built_lr!r} is not the scaled {info['lr']!r}")
-        return (f"lr {info['base_lr']:.4g} -> {built_lr:.4g} ({info['rule']} rule, reference "
-                f"batch {info['reference_batch']} -> effective {info['effective_batch']})")
+        from bevboost.engine.recipe_check import built_group_lrs
+        # the LRs the run uses (after mmengine's auto_scale_lr, before any scheduler moved
+        # them), never optimizer.defaults, which auto_scale_lr does not touch
+        built = built_group_lrs(wrapper)
+        return (f"lr {info['base_lr']:.4g} -> {info['lr']:.4g} ({info['rule']} rule, reference "
+                f"batch {info['reference_batch']} -> effective {info['effective_batch']}); "
+                f"built LR per group {', '.join(f'{lr:.4g}' for lr in built)}")

@@ -51,7 +51,7 @@ class MeasureBoost(Boost):
                 'worker CPU and per-transform timings',
         changes=('custom_hooks',),
         expected_effect='no speed change (<1% overhead); adds a measurement summary',
-        exact=True, order=90)
+        exact=True, order=90, strategies=('*',))
     primary_option = 'warmup_iters'
 
     def apply(self, cfg: Config, **options: Any) -> None:
@@ -74,7 +74,7 @@ class ProfileBoost(Boost):
                 'TensorBoard profiler run, NVTX ranges on GPU',
         changes=('custom_hooks',),
         expected_effect='slower during the active window only',
-        exact=True, order=91)
+        exact=True, order=91, strategies=('*',))
     primary_option = 'active'
 
     def apply(self, cfg: Config, **options: Any) -> None:
