@@ -31,6 +31,7 @@ class RunPhase:
         self.work_dir: Path | None = None
         self.runner: Any = None
         self.created: list[Path] = []  # directories this run made (removed on a refusal)
+        self.kept: dict[Path, bytes | None] = {}  # files the run may write: earlier content
 
     @property
     def started(self) -> bool:
@@ -43,6 +44,11 @@ class RunPhase:
             self.work_dir = Path(work_dir).resolve()
             missing = [p for p in (self.work_dir, *self.work_dir.parents) if not p.exists()]
             self.created = missing[::-1]  # outermost first
+
+    def keep(self, path: str | Path) -> None:
+        """Remember ``path`` as it is (or its absence): a refusal puts it back."""
+        path = Path(path)
+        self.kept[path] = path.read_bytes() if path.is_file() else None
 
     def watch(self, runner) -> None:
         """Follow ``runner``'s phases (a hook that runs before every other)."""
@@ -73,8 +79,9 @@ class RunPhase:
         return written
 
     def remove_created(self) -> None:
-        """A refused run leaves nothing behind: drop the run's log directory and the
-        directories :meth:`start` found missing, when nothing else is in them."""
+        """A refused run leaves nothing behind: drop the run's log directory, put back the
+        files given to :meth:`keep`, and remove the directories :meth:`start` found missing
+        when nothing else is in them."""
         import shutil
         log_dir = getattr(self.runner, 'log_dir', None)
         for handler in self.log_files():
@@ -82,6 +89,11 @@ class RunPhase:
         if log_dir and self.work_dir is not None and \
                 Path(log_dir).resolve().is_relative_to(self.work_dir):
             shutil.rmtree(log_dir, ignore_errors=True)
+        for path, content in self.kept.items():
+            if content is not None:
+                path.write_bytes(content)
+            else:
+                path.unlink(missing_ok=True)
         for path in reversed(self.created):
             try:
                 path.rmdir()  # only when empty

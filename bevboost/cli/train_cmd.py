@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from bevboost.cli.boost_cmd import split_variants
 
@@ -39,6 +40,7 @@ def run(args) -> int:
                            'last_checkpoint there); training starts from scratch', work_dir)
     phase = run_phase(args)
     phase.start('building', work_dir)  # from here on an error is a runtime failure
+    phase.keep(Path(work_dir) / Path(args.config).name)  # the runner writes its config there
     runner = build_runner(cfg, split_variants(args.boosts), work_dir=args.work_dir)
     phase.watch(runner)
     runner.train()
