@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     'train': 'bevboost.cli.train_cmd',
     'bench': 'bevboost.cli.bench_cmd',
     'data': 'bevboost.cli.data_cmd',
+    'doctor': 'bevboost.cli.doctor_cmd',
 }
 
 
