@@ -25,10 +25,11 @@ from typing import Any, Callable, Sequence
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.registry import HOOKS, OPTIMIZERS
 
 from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, add_custom_hook, register_boost
 from bevboost.compute._common import log, module_names, submodules
+from bevboost.seams.torch_compat import check_compile_train_step
 
 #: ``compile=backbone``: the camera backbone and neck, as mmdet3d detectors name them
 BACKBONE_SCOPE = ('img_backbone', 'img_neck')
@@ -87,6 +88,17 @@ def is_compiled_module(module: torch.nn.Module) -> bool:
     return getattr(module, '_compiled_call_impl', None) is not None
 
 
+def _check_optimizer_compiles(cfg: Config) -> None:
+    """Refuse ``compile=model`` where this torch's dynamo cannot compile the optimizer step."""
+    wrapper = cfg.get('optim_wrapper')
+    opt = wrapper.get('optimizer') if isinstance(wrapper, dict) else None
+    if not isinstance(opt, dict):
+        return
+    kind = opt.get('type')
+    cls = kind if isinstance(kind, type) else OPTIMIZERS.get(kind) if isinstance(kind, str) else None
+    check_compile_train_step(cls, opt)
+
+
 def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
                   **compile_kwargs: Any) -> None:
     """Whole model through ``cfg.compile``; named submodules through :class:`CompileTimingHook`.
@@ -101,6 +113,7 @@ def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
     kwargs = _compile_kwargs(compile_kwargs)
     scope = _scope(modules, cfg)
     if scope is None:
+        _check_optimizer_compiles(cfg)
         cfg.compile = kwargs or True
     else:
         if cfg.get('compile'):

@@ -20,6 +20,7 @@ from mmengine.registry import HOOKS, OPTIMIZERS
 
 from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, add_custom_hook, register_boost
 from bevboost.compute._common import log
+from bevboost.seams.torch_compat import FUSED_CPU_MIN, fused_kernel_devices, fused_param_problem
 
 Impl = Literal['auto', 'fused', 'foreach']
 IMPLS = ('auto', 'fused', 'foreach')
@@ -36,6 +37,25 @@ def optimizer_class(optimizer_cfg: dict) -> type:
 
 def _takes(cls: type, option: str) -> bool:
     return option in inspect.signature(cls.__init__).parameters
+
+
+def _fused_runs_here(name: str, impl: Impl) -> bool:
+    """Whether this torch has fused optimizer kernels for the device training will use
+    (mmengine's ``get_device()``); ``auto`` falls back to foreach with a log line,
+    ``fused`` is refused naming the torch version that has them (CPU: 2.4)."""
+    from mmengine.device import get_device
+    device = get_device()
+    if device in fused_kernel_devices():
+        return True
+    if impl == 'fused':
+        minimum = '.'.join(map(str, FUSED_CPU_MIN)) if device == 'cpu' else None
+        raise ValueError(f'fused-optim: torch {torch.__version__} has no fused {name} kernel '
+                         f'on {device!r}'
+                         + (f' (needs torch>={minimum})' if minimum else '')
+                         + '; use fused-optim=foreach')
+    log(f'fused-optim: torch {torch.__version__} has no fused {name} kernel on {device!r}; '
+        'using its foreach implementation instead', logging.WARNING)
+    return False
 
 
 def apply_fused_optim(cfg: Config, impl: Impl = 'auto') -> None:
@@ -65,6 +85,8 @@ def apply_fused_optim(cfg: Config, impl: Impl = 'auto') -> None:
         log(f'fused-optim: {name} has no fused implementation in torch {torch.__version__}; '
             'using its foreach implementation instead', logging.WARNING)
         choice = 'foreach'
+    elif not _fused_runs_here(name, impl):
+        choice = 'foreach'
     elif impl == 'auto':
         choice = 'fused'
     if choice == 'foreach' and not _takes(cls, 'foreach'):
@@ -80,16 +102,14 @@ def apply_fused_optim(cfg: Config, impl: Impl = 'auto') -> None:
 def unfusable_params(optimizer: torch.optim.Optimizer,
                      names: dict[int, str]) -> list[tuple[int, str, str]]:
     """``(group index, param name, reason)`` for every param torch's fused kernel rejects."""
-    from torch.optim.optimizer import _device_dtype_check_for_fused
     rejected = []
     for index, group in enumerate(optimizer.param_groups):
         if not group.get('fused'):
             continue
         for p in group['params']:
-            try:
-                _device_dtype_check_for_fused(p)
-            except RuntimeError as exc:
-                rejected.append((index, names.get(id(p), '?'), str(exc)))
+            problem = fused_param_problem(p)
+            if problem is not None:
+                rejected.append((index, names.get(id(p), '?'), problem))
     return rejected
 
 

@@ -35,8 +35,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from mmengine.logging import HistoryBuffer
+
+from bevboost.seams.torch_compat import add_safe_globals
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,8 @@ def install() -> None:
     """
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     HistoryBuffer.__setstate__ = _history_buffer_setstate
-    torch.serialization.add_safe_globals(mmengine_safe_globals())
-    logger.debug('allow-listed mmengine checkpoint classes for weights_only loading')
+    if add_safe_globals(mmengine_safe_globals()):
+        logger.debug('allow-listed mmengine checkpoint classes for weights_only loading')
 
 
 install()
