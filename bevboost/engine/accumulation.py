@@ -278,7 +278,9 @@ class AccumulationBoost(Boost):
         summary='Exact gradient accumulation: k micro-batches per optimizer step, schedulers '
                 'count optimizer steps, mid-window resume, BatchNorm report.',
         changes=('optim_wrapper.accumulative_counts', 'train_dataloader.batch_size',
-                 'default_hooks.param_scheduler', 'custom_hooks', 'train_cfg.max_iters'),
+                 'default_hooks.param_scheduler', 'custom_hooks', 'train_cfg.max_iters',
+                 'train_cfg.val_interval', 'default_hooks.logger.interval',
+                 'default_hooks.checkpoint.interval'),
         expected_effect='Same effective batch with k times less activation memory per GPU; '
                         'slightly lower throughput (smaller kernels).',
         exact=True,

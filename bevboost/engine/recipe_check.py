@@ -128,15 +128,7 @@ def reconcile_launch(cfg: Any) -> None:
                        'world size x per-GPU batch x accumulation); mmengine\'s scaling, blind '
                        'to accumulation, is switched off')
     if wrapper.get('type') == 'AmpOptimWrapper':
-        # mmdet3d's --amp (or the user's own AmpOptimWrapper) on a boosted config: the kit's
-        # drop-in with the same dtype and loss scale keeps skip accounting and keeps skipped
-        # steps from moving the schedulers
-        from bevboost.engine.amp import apply_amp
-        apply_amp(cfg)
-        _note(cfg, f"optim_wrapper AmpOptimWrapper (e.g. --amp) -> BoostAmpOptimWrapper, same "
-                   f"dtype {wrapper.get('dtype')!r} and loss_scale {wrapper.get('loss_scale')!r}: "
-                   'skipped fp16 steps are counted and do not move the schedulers',
-              level=logging.INFO)
+        _reconcile_amp_wrapper(cfg, wrapper)
     scaling = wrapper.get('lr_scaling')
     loader = cfg.get('train_dataloader') or {}
     batch = loader.get('batch_size')
@@ -145,6 +137,30 @@ def reconcile_launch(cfg: Any) -> None:
                    f'{scaling.get("per_gpu_batch")} the config was written with (e.g. '
                    '--cfg-options): the LR is scaled for the per-GPU batch of this run')
         scaling['per_gpu_batch'] = batch
+
+
+def _uses_step_scheduler_hook(cfg: Any) -> bool:
+    hook = (cfg.get('default_hooks') or {}).get('param_scheduler') or {}
+    return hook.get('type') == 'OptimizerStepSchedulerHook'
+
+
+def _reconcile_amp_wrapper(cfg: Any, wrapper: Any) -> None:
+    """mmengine's ``AmpOptimWrapper`` (mmdet3d's ``--amp``, or the user's own) in a boosted
+    config. Where the kit counts optimizer steps (accumulation, amp, nan-guard install
+    ``OptimizerStepSchedulerHook``), a skipped fp16 step must not move the schedulers: the
+    kit's drop-in takes its place with the same dtype and loss scale. Elsewhere it stays,
+    and the user is told that skipped steps are not counted."""
+    dtype, scale = wrapper.get('dtype'), wrapper.get('loss_scale', 'dynamic')
+    if _uses_step_scheduler_hook(cfg):
+        from bevboost.engine.amp import apply_amp
+        apply_amp(cfg)
+        _note(cfg, f'optim_wrapper AmpOptimWrapper (e.g. --amp) -> BoostAmpOptimWrapper, same '
+                   f'dtype {dtype!r} and loss_scale {scale!r}: skipped fp16 steps are counted '
+                   'and do not move the schedulers', level=logging.INFO)
+    else:
+        _note(cfg, f"optim_wrapper is mmengine's AmpOptimWrapper (dtype {dtype!r}, loss_scale "
+                   f'{scale!r}, e.g. --amp): skipped fp16 steps are not counted or logged by '
+                   'the kit; use the amp boost (--with amp) for that')
 
 
 # --- the check on the built runner --------------------------------------------------------

@@ -107,8 +107,15 @@ bevboost_boosts = dict(amp=dict(dtype='bfloat16'))
         'FlexibleRunner DDP 1 process': dict(config=flexible, world_size=1),
         'FlexibleRunner DDP 2 processes': dict(config=flexible, world_size=2),
     }
+    # --resume: the first run saves its last checkpoint; the second resumes it, with the
+    # flag that would rescale, and trains 4 more iterations
+    jobs['plan, saved'] = dict(config=planned, work_dir=tmp / 'wd_resume')
+    jobs['plan + --resume --auto-scale-lr'] = dict(
+        config=planned, work_dir=tmp / 'wd_resume', resume=True, auto_scale_lr=True,
+        cfg_options=['train_cfg.max_iters=20'])
     job_list = [dict(job, config=str(job['config']), route='tools',
-                     work_dir=str(tmp / f'wd{i}')) for i, job in enumerate(jobs.values())]
+                     work_dir=str(job.get('work_dir') or tmp / f'wd{i}'))
+                for i, job in enumerate(jobs.values())]
     return dict(zip(jobs, train_fresh(job_list, tmp)))
 
 
@@ -211,3 +218,11 @@ def test_a_route_past_the_kit_is_stopped_by_the_check_on_the_built_runner(tmp_pa
     runner = Runner(cfg=cfg, **kwargs)  # past Runner.from_cfg: not reconciled
     with pytest.raises(RecipeMismatchError, match=r'auto_scale_lr.enable: .* 0.5x off'):
         runner.train()
+
+
+def test_resume_keeps_the_lr_of_the_checkpoint(launched):
+    saved = _ok(launched['plan, saved'])
+    resumed = _ok(launched['plan + --resume --auto-scale-lr'])
+    assert saved['iter'] == 16 and resumed['iter'] == 20
+    assert _close(resumed['group_lrs_initial'], saved['group_lrs_initial'])
+    assert _close(resumed['first_iteration_lrs'], [0.01, 0.01, 0.001, 0.001])  # warm-up over
