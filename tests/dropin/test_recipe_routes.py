@@ -226,3 +226,11 @@ def test_resume_keeps_the_lr_of_the_checkpoint(launched):
     assert saved['iter'] == 16 and resumed['iter'] == 20
     assert _close(resumed['group_lrs_initial'], saved['group_lrs_initial'])
     assert _close(resumed['first_iteration_lrs'], [0.01, 0.01, 0.001, 0.001])  # warm-up over
+
+
+def test_flexible_runner_built_by_hand_refuses_unapplied_boosts(tmp_path):
+    from mmengine.runner import FlexibleRunner
+    cfg = Config(toy_config(str(tmp_path), bevboost_boosts=dict(amp=dict(dtype='bf16'))))
+    with pytest.raises(ValueError, match=r"reached FlexibleRunner.__init__ unapplied.*"
+                                         r"FlexibleRunner.from_cfg"):
+        FlexibleRunner(model=cfg['model'], work_dir=cfg['work_dir'], cfg=cfg)
