@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument('--force', action='store_true',
                    help='let --out overwrite an existing file, even the input config')
     p.add_argument('--list', action='store_true', help='list the boosts and their cards (JSON)')
+    p.add_argument('--diff', action='store_true',
+                   help='print every changed config key (also with -v); default: a short '
+                        'summary per boost')
     p.set_defaults(func=run)
 
 
@@ -41,33 +44,19 @@ def run(args) -> int:
         new = apply_boosts(cfg, specs)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f'{what}: {exc}' if specs else str(exc)) from None
-    for key, old, value in config_diff(cfg, new):
-        print(f'{key}: {old!r} -> {value!r}')
-    for line in static_verdicts(cfg, new):
-        print(line)
+    diff = config_diff(cfg, new)
+    if args.diff or getattr(args, 'verbose', False):
+        for key, old, value in diff:
+            print(f'{key}: {old!r} -> {value!r}')
+    else:
+        from bevboost.cli.boost_summary import boost_summary
+        for line in boost_summary(cfg, specs):
+            print(line)
+        print(f'({len(diff)} config keys changed: --diff or -v lists them)')
+    if new.get('bevboost_applied'):
+        print('in effect or not: checked on the built runner at training start '
+              '(BoostReportHook logs one line)')
     if args.out:
         new.dump(args.out)
         print(f'wrote {args.out}')
     return 0
-
-
-def static_verdicts(before, after) -> list[str]:
-    """Per applied boost, what the written config sets for it (its card's keys).
-
-    What is in effect is only known on a built runner: the config's
-    ``BoostReportHook`` checks it before the first iteration and logs the line.
-    """
-    from bevboost.boosts import get_boost
-    from bevboost.planning import config_diff
-    changed = config_diff(before, after)
-    lines = []
-    for name in after.get('bevboost_applied') or []:
-        keys = get_boost(name).card.changes
-        sets = [f'{k}={v!r}' for k, _, v in changed
-                if any(k == c or k.startswith(c + '.') for c in keys)
-                and not (k.startswith('custom_hooks.') and not k.endswith('.type'))
-                and v != 'BoostReportHook']
-        lines.append(f"verdict {name}: config sets {', '.join(sets) or 'nothing new'}; "
-                     'whether it is in effect is only known on a built runner: checked on the '
-                     'built runner at training start (BoostReportHook logs one line)')
-    return lines

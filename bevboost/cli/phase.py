@@ -32,6 +32,7 @@ class RunPhase:
         self.runner: Any = None
         self.created: list[Path] = []  # directories this run made (removed on a refusal)
         self.kept: dict[Path, bytes | None] = {}  # files the run may write: earlier content
+        self.existing: set[Path] = set()  # what the work dir held at the start
 
     @property
     def started(self) -> bool:
@@ -44,6 +45,7 @@ class RunPhase:
             self.work_dir = Path(work_dir).resolve()
             missing = [p for p in (self.work_dir, *self.work_dir.parents) if not p.exists()]
             self.created = missing[::-1]  # outermost first
+            self.existing = set(self.work_dir.iterdir()) if self.work_dir.is_dir() else set()
 
     def keep(self, path: str | Path) -> None:
         """Remember ``path`` as it is (or its absence): a refusal puts it back."""
@@ -86,9 +88,11 @@ class RunPhase:
         log_dir = getattr(self.runner, 'log_dir', None)
         for handler in self.log_files():
             handler.close()
-        if log_dir and self.work_dir is not None and \
-                Path(log_dir).resolve().is_relative_to(self.work_dir):
-            shutil.rmtree(log_dir, ignore_errors=True)
+        if log_dir and self.work_dir is not None:
+            log_dir = Path(log_dir).resolve()
+            # an earlier run's log dir of the same second is that run's: never removed
+            if log_dir.parent == self.work_dir and log_dir not in self.existing:
+                shutil.rmtree(log_dir, ignore_errors=True)
         for path, content in self.kept.items():
             if content is not None:
                 path.write_bytes(content)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def test_refused_resume_leaves_nothing_behind(tmp_path, capsys):
     assert 'last_checkpoint' in before and 'toy.py' in before
     config.write_text(config.read_text().replace("batch_size=4", "batch_size=6"))
     capsys.readouterr()
+    time.sleep(1.05)  # mmengine names a run's log dir by the second: not the earlier run's
     code = main(['train', str(config), '--boosts', 'accum=2', '--resume'])
     err = capsys.readouterr().err
     assert code == 2, err
