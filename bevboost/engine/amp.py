@@ -176,7 +176,14 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
             new_scale = self._scale_update_param or \
                 scale_before * self.loss_scaler.get_backoff_factor()
             self.loss_scaler.update(new_scale)
-            skipped = 'non-finite loss'
+            bad = [float(x.float().sum()) for x in losses if not torch.isfinite(x).all()]
+            # a non-finite loss, not an overflow of the scaled gradients: said as the guard
+            # says it in fp32/bf16 (a WARNING), never as "fp16 overflow"
+            self.message_hub.update_scalar('train/loss_scale', self.loss_scale)
+            self._record_step(f'non-finite loss ({bad[0] if bad else "on another rank"}) '
+                              f'at fp16 loss scale {scale_before:.4g}')
+            self._check_scale_floor()
+            return
         else:
             if self.clip_grad_kwargs:
                 self.loss_scaler.unscale_(self.optimizer)
@@ -190,6 +197,9 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
             self._report_overflow(scale_before)
         self._record_step(f'fp16 overflow: {skipped} at loss scale {scale_before:.4g}'
                           if skipped else None, log=False)
+        self._check_scale_floor()
+
+    def _check_scale_floor(self) -> None:
         if self.loss_scale < self.min_loss_scale:
             raise NonFiniteTrainingError(
                 f'fp16 loss scale fell to {self.loss_scale:.3g}, below its floor min_loss_scale='

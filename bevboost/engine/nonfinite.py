@@ -209,12 +209,23 @@ def nonfinite_tensors(state_dict: dict) -> list[str]:
             and not torch.isfinite(value).all()]
 
 
+#: a non-finite loss term ``loss`` is logged as ``skipped_loss`` (its own key)
+SKIPPED_PREFIX = 'skipped_'
+
+
 @HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
-    """Name the non-finite loss terms of skipped steps, refuse non-finite checkpoints,
-    and total the skipped steps at the end of the run."""
+    """Name the non-finite loss terms of skipped steps, keep them out of the smoothed log,
+    refuse non-finite checkpoints, and total the skipped steps at the end of the run.
 
-    priority = 'LOW'
+    It runs before every other hook (``HIGHEST``): before mmengine's ``RuntimeInfoHook``
+    puts the iteration's outputs into the message hub, a non-finite term ``loss`` is
+    moved to ``skipped_loss``. The step is skipped, so its loss is not averaged into the
+    smoothed ``loss`` of the next ``window_size`` log lines (one skip would paint them
+    all NaN); ``skipped_loss`` shows it instead.
+    """
+
+    priority = 'HIGHEST'
 
     def __init__(self) -> None:
         self._skipped_seen = 0
@@ -227,12 +238,15 @@ class NonFiniteGuardHook(Hook):
         self._skipped_seen = getattr(wrapper, 'skipped_steps', 0)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        terms = {k: float(v) for k, v in (outputs or {}).items()
+                 if isinstance(v, (int, float)) or isinstance(v, torch.Tensor) and v.numel() == 1
+                 if not math.isfinite(float(v.detach() if isinstance(v, torch.Tensor) else v))}
+        for key in terms:  # the guard skips the window holding it: not part of the mean
+            outputs[SKIPPED_PREFIX + key] = outputs.pop(key)
         skipped = getattr(runner.optim_wrapper, 'skipped_steps', 0)
         if skipped == self._skipped_seen:
             return
         self._skipped_seen = skipped
-        terms = {k: float(v) for k, v in (outputs or {}).items()
-                 if isinstance(v, (int, float, torch.Tensor)) and not math.isfinite(float(v))}
         if terms:
             logger.warning('iteration %d: non-finite loss terms %s', runner.iter + 1,
                            ', '.join(f'{k}={v}' for k, v in terms.items()))

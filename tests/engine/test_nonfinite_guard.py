@@ -1,5 +1,6 @@
 """A non-finite loss or gradient skips the step in fp32 and bf16 as in fp16; nothing silent."""
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from mmengine.hooks import Hook
 from bevboost.boosts import apply_boosts
 from bevboost.engine.nonfinite import BoostOptimWrapper, NonFiniteTrainingError
 from bevboost.runner_utils import runner_from_cfg
+from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
 from tests.engine.runner_helpers import StepRecorder, params_of
 
@@ -129,3 +131,36 @@ def test_fused_gradient_check_groups_dtypes_and_takes_sparse_grads():
     sparse = torch.sparse_coo_tensor([[0, 3]], [1.0, math.inf], (5,))
     flags = grads_finite([torch.ones(3), torch.ones(3, dtype=torch.bfloat16), sparse])
     assert [bool(f) for f in flags] == [False, True]  # float32 (with the sparse inf), bfloat16
+
+
+def test_skipped_loss_is_not_averaged_into_the_smoothed_log(tmp_path):
+    """mmengine's LogProcessor averages ``loss`` over ``window_size`` iterations: the skipped
+    step's NaN goes to ``skipped_loss`` instead, so the lines after it show a finite loss."""
+    runner, _ = _run(tmp_path, ['nan-guard'], nan_at=[2])
+    runner.train()
+    lines = [line for line in _log_text(runner).splitlines() if '(train) [' in line]
+    assert len(lines) == 6, lines
+    for line in lines[2:]:  # iteration 3 (skipped) and every later one
+        loss = re.search(r' loss: (\S+)', line).group(1)
+        assert math.isfinite(float(loss)), line
+        assert 'skipped_loss: nan' in line, line
+    assert 'skipped_loss' not in lines[1]
+    assert runner.optim_wrapper.skipped_steps == 1
+
+
+@pytest.mark.torch_min(CPU_FP16_MIN, 'fp16 on CPU')
+def test_fp16_nan_loss_is_reported_as_a_non_finite_loss_not_an_overflow(caplog):
+    from torch import nn
+
+    from bevboost.engine.amp import BoostAmpOptimWrapper
+    model = nn.Linear(2, 1)
+    wrapper = BoostAmpOptimWrapper(dtype='fp16', optimizer=torch.optim.SGD(model.parameters(),
+                                                                           lr=0.1))
+    with caplog.at_level('INFO', logger='bevboost'):
+        wrapper.update_params(model(torch.ones(4, 2)).sum() * math.nan)
+    assert wrapper.skipped_steps == 1
+    records = [r for r in caplog.records if 'skipped' in r.getMessage()]
+    assert [r.levelname for r in records] == ['WARNING'], caplog.text
+    assert 'skipped: non-finite loss (nan) at fp16 loss scale' in records[0].getMessage()
+    assert 'overflow' not in caplog.text
+    assert wrapper.last_skip_reason.startswith('non-finite loss (nan)')
