@@ -8,6 +8,13 @@ spawned workers) that every copy adds to. :class:`SkippedSamplesHook` finds
 the counters of the runner's dataloaders and reports their total (summed over
 ranks too) in mmengine's log: as ``skipped_samples`` in each logging interval's
 line and as one line per loader at the end of the run.
+
+A flood of bad files is summarised, not printed: the first :data:`FIRST_IN_FULL`
+skipped samples are logged in full (file and reason), later ones are counted per
+logging interval; when :data:`ALL_FAIL_AFTER` samples were skipped and none loaded
+(every file bad: a wrong ``data_root``, a truncated copy), loading stops with
+:class:`AllSamplesSkipped`, the total and the first bad files, rather than
+mmengine's refetching ending in ``Cannot find valid image after 1000!``.
 """
 from __future__ import annotations
 
@@ -23,6 +30,16 @@ from mmengine.registry import HOOKS
 #: attribute of a transform holding its SkipCounter
 COUNTER_ATTR = 'skip_counter'
 _CHILD_ATTRS = ('dataset', 'datasets', 'pipeline', 'transforms', 'transform')
+#: skipped samples logged in full (all workers together); later ones are counted
+FIRST_IN_FULL = 5
+#: skipped samples, with none loaded, after which loading stops
+ALL_FAIL_AFTER = 100
+
+logger = logging.getLogger(__name__)
+
+
+class AllSamplesSkipped(RuntimeError):
+    """Every sample tried failed to load: the data is wrong, skipping cannot help."""
 
 
 class SkipCounter:
@@ -30,6 +47,32 @@ class SkipCounter:
 
     def __init__(self) -> None:
         self._shared = mp.Value('q', 0)
+        self._any_loaded = mp.Value('b', 0, lock=False)  # set once, never reset
+        self._first: list[str] = []  # this process's first bad samples
+
+    def skipped(self, reason: str) -> int:
+        """Count one skipped sample; log it in full while the total is small; stop when
+        :data:`ALL_FAIL_AFTER` were skipped and none loaded. Returns the total."""
+        total = self.add()
+        if len(self._first) < 3:
+            self._first.append(reason)
+        # formatted here: mmengine's logger drops a WARNING whose format string repeats
+        if total <= FIRST_IN_FULL:
+            logger.warning(f'skipping sample ({total} skipped so far, all workers): {reason}')
+        if total == FIRST_IN_FULL:
+            logger.warning(f'{FIRST_IN_FULL} samples skipped: further ones are counted '
+                           '(skipped_samples in the training log), not listed')
+        if total >= ALL_FAIL_AFTER and not self._any_loaded.value:
+            raise AllSamplesSkipped(
+                f'every sample tried failed to load: {total} skipped (all workers), none '
+                f"loaded. First bad files: {'; '.join(self._first)}. The data is wrong (check "
+                "data_root and the files); on_error='skip' only passes over a few bad files")
+        return total
+
+    def loaded(self) -> None:
+        """Note that a sample loaded (checked before giving up on the data)."""
+        if not self._any_loaded.value:
+            self._any_loaded.value = 1
 
     def add(self, n: int = 1) -> int:
         """Add ``n``; return the total so far (all workers)."""
@@ -93,6 +136,7 @@ class SkippedSamplesHook(Hook):
             raise ValueError(f'interval must be a positive int, got {interval!r}')
         self.interval = interval
         self._train_counts = False
+        self._reported = 0  # the total at the last interval
 
     def before_run(self, runner) -> None:
         if self.interval is None:
@@ -110,8 +154,14 @@ class SkippedSamplesHook(Hook):
         if (self.every_n_train_iters(runner, self.interval)
                 or self.every_n_inner_iters(batch_idx, self.interval)
                 or self.end_of_epoch(runner.train_dataloader, batch_idx)):
-            runner.message_hub.update_scalar('train/skipped_samples',
-                                             total_skipped(runner.train_dataloader))
+            total = total_skipped(runner.train_dataloader)
+            runner.message_hub.update_scalar('train/skipped_samples', total)
+            if total > max(self._reported, FIRST_IN_FULL):  # past those logged one by one
+                runner.logger.warning(
+                    f'{total - max(self._reported, FIRST_IN_FULL)} more samples skipped by '
+                    f"on_error='skip' transforms up to iteration {runner.iter + 1} ({total} in "
+                    'all, all workers and ranks)')
+            self._reported = max(self._reported, total)
 
     def after_run(self, runner) -> None:
         totals = []

@@ -207,14 +207,15 @@ class FastLoadMultiViewImageFromFiles:
 
     def __call__(self, results: dict) -> dict | None:
         try:
-            return self._load(results)
+            loaded = self._load(results)
         except ImageLoadError as exc:
             if self.on_error == 'raise':
                 raise
-            total = self.skip_counter.add()
-            # formatted here: mmengine's logger drops a WARNING whose format string repeats
-            logger.warning(f'skipping sample ({total} skipped so far, all workers): {exc}')
+            self.skip_counter.skipped(str(exc))  # the first few in full, then counted
             return None
+        if self.skip_counter is not None:
+            self.skip_counter.loaded()
+        return loaded
 
     def _plans(self, src_hws: list[tuple[int, int]]) -> list[augment.AugParams | None]:
         """One augmentation per view (drawn per view or once per sample, as the fold does)."""

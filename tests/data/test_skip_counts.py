@@ -133,3 +133,71 @@ def test_fast_decode_boost_adds_the_hook_and_the_hook_finds_wrapped_counters():
     inner = type('DS', (), {})()
     inner.pipeline = Compose([skipping, FastLoadMultiViewImageFromFiles()])
     assert find_skip_counters(Wrapper(inner)) == [skipping.skip_counter]
+
+
+# --- a flood of bad files is summarised; every file bad stops with the kit's total -----------
+
+class FloodDataset(CameraToyDataset):
+    """``num`` samples; those with ``index % bad_every != 0`` are corrupt (``bad_every=0``:
+    all). mmengine's own refetch (a random other sample) is kept."""
+
+    def __init__(self, root: str, num: int = 8, bad_every: int = 0, **kwargs) -> None:
+        self.num, self.bad_every = num, bad_every
+        super().__init__(root, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        rng = np.random.default_rng(0)
+        good = cv2.imencode('.jpg', rng.integers(0, 255, (90, 160, 3), dtype=np.uint8))[1]
+        out = []
+        for i in range(self.num):
+            bad = self.bad_every == 0 or i % self.bad_every != 0
+            images = {}
+            for v in range(6):
+                path = self.root / f'{i}_{v}.jpg'
+                path.write_bytes(b'not a jpeg' if bad and v == 0 else good.tobytes())
+                images[f'CAM{v}'] = dict(img_path=str(path), cam2img=np.eye(3) * 80,
+                                         lidar2cam=np.eye(4))
+            out.append(dict(images=images, token=f'sample-{i}'))
+        return out
+
+    _rand_another = BaseDataset._rand_another
+
+
+def _flood_config(tmp_path: Path, bad_every: int, epochs: int, workers: int) -> dict:
+    DATASETS.register_module(module=FloodDataset, force=True)
+    data_root = tmp_path / 'data'
+    data_root.mkdir()
+    cfg = _config(tmp_path / 'work', data_root, None)
+    cfg['train_cfg'] = dict(by_epoch=True, max_epochs=epochs, val_interval=10 ** 9)
+    cfg['train_dataloader'].update(num_workers=workers)
+    cfg['train_dataloader']['dataset'].update(type='FloodDataset', num=16, bad_every=bad_every)
+    return cfg
+
+
+def test_a_flood_of_bad_files_is_listed_first_then_counted(tmp_path):
+    from bevboost.data.skip_counts import FIRST_IN_FULL
+    runner = Runner(**_flood_config(tmp_path, bad_every=2, epochs=3, workers=0))
+    runner.train()
+    log = Path(runner.logger.log_file).read_text()
+    listed = re.findall(r'skipping sample \((\d+) skipped so far', log)
+    assert [int(n) for n in listed] == list(range(1, FIRST_IN_FULL + 1))  # then no more
+    assert f'{FIRST_IN_FULL} samples skipped: further ones are counted' in log
+    more = [int(n) for n in re.findall(r'(\d+) more samples skipped', log)]
+    total = int(re.findall(r'train (\d+)', log)[-1])  # the end-of-run total
+    assert total >= 3 * 8  # half of 16 samples bad, 3 epochs (refetches may add more)
+    assert more and FIRST_IN_FULL + sum(more) == total
+
+
+def test_every_sample_bad_stops_with_the_total_and_the_first_files(tmp_path):
+    from bevboost.data.skip_counts import ALL_FAIL_AFTER, FIRST_IN_FULL, AllSamplesSkipped
+    runner = Runner(**_flood_config(tmp_path, bad_every=0, epochs=1, workers=2))
+    with pytest.raises(AllSamplesSkipped) as error:
+        runner.train()
+    message = str(error.value)
+    assert 'every sample tried failed to load' in message and 'none loaded' in message
+    assert re.search(r'(\d+) skipped \(all workers\)', message)
+    assert int(re.search(r'(\d+) skipped \(all workers\)', message).group(1)) >= ALL_FAIL_AFTER
+    assert re.search(r'First bad files: .*sample-\d+', message)
+    log = Path(runner.logger.log_file).read_text()
+    assert len(re.findall(r'skipping sample \(', log)) == FIRST_IN_FULL  # not thousands
+    assert 'Cannot find valid image' not in message + log  # stopped before mmengine's refetch
