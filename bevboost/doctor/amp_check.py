@@ -17,6 +17,8 @@ from bevboost.doctor.core import CheckFailed, Context, Outcome, register
 ITERS, INF_AT = 5, 2
 #: GradScaler's default backoff factor (dynamic loss scale): the scale halves on overflow
 BACKOFF = 0.5
+#: how the check builds the wrapper: mmengine's default dynamic loss scale
+WRAPPER_KWARGS = dict(loss_scale='dynamic', dtype='float16')
 
 
 def _inject(grad):
@@ -38,8 +40,8 @@ def _fp16_run(device):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    wrapper = BoostAmpOptimWrapper(dtype='float16', device_type=device.type,
-                                   optimizer=optimizer)
+    wrapper = BoostAmpOptimWrapper(device_type=device.type, optimizer=optimizer,
+                                   **WRAPPER_KWARGS)
     runner = SimpleNamespace(optim_wrapper=wrapper, param_schedulers=[_linear_lr(optimizer)])
     hook = OptimizerStepSchedulerHook()
     gen = torch.Generator().manual_seed(1)

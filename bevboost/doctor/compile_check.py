@@ -7,6 +7,7 @@ way, so the check also asserts that dynamo captured a graph at all.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -75,6 +76,19 @@ def _train(model, device) -> tuple[list[float], list[float]]:
     return losses, times
 
 
+@contextlib.contextmanager
+def _full_fp32():
+    """TF32 off for the comparison: eager and compiled code may pick different cuDNN kernels,
+    and TF32's 10-bit mantissa would then differ by ~1e-3, far above compile's own rounding."""
+    import torch
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @register('compile', 'CompileTimingHook scoped compile (nn.Module.compile, inductor) of a '
           f'probe backbone on the device, {ITERS} SGD steps vs the same model eager',
           f'losses and weights allclose(rtol={RTOL}, atol={ATOL}); dynamo captured >= 1 graph')
@@ -94,8 +108,9 @@ def check_compile(ctx: Context, device) -> Outcome:
     CompileTimingHook(modules=['backbone']).before_train(SimpleNamespace(model=compiled))
     if not is_compiled_module(compiled.backbone):
         raise CheckFailed('CompileTimingHook left the backbone uncompiled')
-    ref_losses, ref_times = _train(eager, device)
-    losses, times = _train(compiled, device)
+    with _full_fp32():
+        ref_losses, ref_times = _train(eager, device)
+        losses, times = _train(compiled, device)
     captured = dynamo_graphs() - graphs
     if captured < 1:
         raise CheckFailed('dynamo captured no graph: the compiled module ran eagerly')

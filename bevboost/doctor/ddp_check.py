@@ -61,7 +61,10 @@ def check_ddp(ctx: Context, device) -> Outcome:
             if not torch.allclose(a, b, rtol=1e-6, atol=1e-8):
                 raise CheckFailed(f'DDP gradient differs from the plain model by '
                                   f'{(a - b).abs().max().item():.3g}')
-        version = '.'.join(map(str, torch.cuda.nccl.version())) if backend == 'nccl' else ''
+        version = ''
+        if backend == 'nccl':
+            v = torch.cuda.nccl.version()  # a tuple in torch 2.x, an int in older releases
+            version = '.'.join(map(str, v)) if isinstance(v, tuple) else str(v)
     finally:
         dist.destroy_process_group()
     return Outcome(f'{backend}{" " + version if version else ""}: group of 1 opened, '

@@ -10,6 +10,7 @@ import copy
 import pickle
 
 import numpy as np
+from mmengine.model import BaseModel
 
 from bevboost.data.decode import DaliDecoder, decode_cpu, decode_nvjpeg
 from bevboost.doctor.core import (PIXEL_MEAN_TOL, CheckFailed, Context, Outcome, check_pixels,
@@ -78,6 +79,14 @@ def sample_results(root, index: int = 0) -> dict:
     return dict(images=images, token=info['token'], cam_sweeps=info['cam_sweeps'])
 
 
+class PreprocessorHost(BaseModel):
+    """A model that only carries a data preprocessor, moved to a device as the runner moves one
+    (``BaseModel.to`` sets the device of every nested preprocessor, the wrapped one too)."""
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError('only its data_preprocessor runs')
+
+
 def worker_and_shipped(ctx: Context) -> tuple[dict, dict]:
     """The same sample through the worker path (decoded) and the ``decode='main'`` path."""
     from bevboost.data.fold import fold_options
@@ -106,7 +115,7 @@ def check_main_decode(ctx: Context, device) -> Outcome:
             raise CheckFailed(f'{key} differs between the main-process and the worker path')
     pre = MainProcessDecodePreprocessor(preprocessor=dict(type='BaseDataPreprocessor'),
                                         backend='auto' if device.type == 'cuda' else 'cpu')
-    pre = pre.to(device)
+    pre = PreprocessorHost(data_preprocessor=pre).to(device).data_preprocessor
     meta = {k: shipped[k] for k in ('img_jpeg', 'cam2img')}
 
     def run():

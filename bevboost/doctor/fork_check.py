@@ -10,6 +10,9 @@ be caught by the trap, so the check cannot pass blind.
 """
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 from bevboost.doctor.core import CheckFailed, Context, Outcome, register
 
 TRAP_MESSAGE = 'CUDA touched in a DataLoader worker'
@@ -46,6 +49,15 @@ class WorkerSamples:
         return 2
 
     def __getitem__(self, i: int) -> dict:
+        try:
+            return self.load()
+        except RuntimeError as exc:  # returned, not raised: the loader's error path is slow
+            if TRAP_MESSAGE not in str(exc):
+                raise
+            where = traceback.extract_tb(exc.__traceback__)[-2]
+            return dict(trapped=f'{Path(where.filename).name}:{where.lineno} {where.line}')
+
+    def load(self) -> dict:
         import torch
 
         from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
@@ -67,7 +79,11 @@ def first_batch(dataset) -> list:
                                          worker_init_fn=forbid_cuda,
                                          multiprocessing_context='fork',
                                          collate_fn=lambda batch: batch)
-    return next(iter(loader))
+    it = iter(loader)
+    try:
+        return next(it)
+    finally:
+        del it  # its worker stops now, not in a later fork that would inherit the iterator
 
 
 @register('fork-rule', "DataLoader worker (fork) with CUDA trapped builds and runs "
@@ -79,6 +95,9 @@ def check_fork_rule(ctx: Context, device) -> Outcome:
     if device.type == 'cuda':
         torch.ones(1, device=device).sum().item()  # CUDA initialised before the fork
     batch = first_batch(WorkerSamples(ctx))
+    trapped = [s['trapped'] for s in batch if 'trapped' in s]
+    if trapped:
+        raise CheckFailed(f'{TRAP_MESSAGE}: at {trapped[0]}')
     built = [s['built_here'] for s in batch]
     if built != ['worker', 'worker'] or not all(s['decoded'] for s in batch):
         raise CheckFailed(f'a loader built in the worker chose decode={built} (expected the '
@@ -87,12 +106,7 @@ def check_fork_rule(ctx: Context, device) -> Outcome:
                s['prebuilt'] == 'worker' and not s['shipped'] for s in batch):
         raise CheckFailed(f'the parent-built loader chose {batch[0]["prebuilt"]} but its '
                           f'output holds {batch[0]["prebuilt_out"]}')
-    try:
-        first_batch(WorkerSamples(ctx, probe_cuda=True))
-    except RuntimeError as exc:
-        if TRAP_MESSAGE not in str(exc):
-            raise
-    else:
+    if not all('trapped' in s for s in first_batch(WorkerSamples(ctx, probe_cuda=True))):
         raise CheckFailed('the control worker queried CUDA and the trap did not catch it')
     site = batch[0]['prebuilt']
     return Outcome(f'no CUDA call in workers; parent auto -> {site}, worker auto -> worker; '

@@ -93,16 +93,21 @@ def select(only: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(only))
 
 
-def run_checks(device: str | None = None, only: Sequence[str] | None = None) -> Report:
+def run_checks(device: str | None = None, only: Sequence[str] | None = None,
+               ctx: Context | None = None) -> Report:
     """Run the GPU form (on ``device``) and the CPU form of each check; never raises for
-    what a check finds (see :func:`bevboost.doctor.core.run_form`)."""
+    what a check finds (see :func:`bevboost.doctor.core.run_form`).
+
+    ``ctx``: shared inputs to reuse (the caller closes it); default: built and removed here.
+    """
     import torch
     names = select(only)
     gpu, why = resolve_device(device)
     start = time.perf_counter()
     if gpu is not None:
         torch.cuda.set_device(gpu)
-    ctx = Context()
+    own_ctx = ctx is None
+    ctx = Context() if own_ctx else ctx
     results: list[Result] = []
     try:
         for name in names:
@@ -116,7 +121,8 @@ def run_checks(device: str | None = None, only: Sequence[str] | None = None) -> 
             else:
                 results.append(run_form(check, ctx, torch.device('cpu'), 'cpu'))
     finally:
-        ctx.close()
+        if own_ctx:
+            ctx.close()
     return Report(str(gpu) if gpu is not None else (device or 'cuda'), why, results,
                   environment(gpu), time.perf_counter() - start)
 
