@@ -1,7 +1,8 @@
 """Test tiers and hygiene.
 
-Markers ``gpu``, ``dali`` and ``mmdet3d`` are skipped automatically, with the
-reason listing every missing requirement, when this machine lacks them; CI
+Markers ``gpu``, ``dali``, ``mmdet3d`` and ``torch_min((major, minor), what)`` are
+skipped automatically, with the reason listing every missing requirement, when this
+machine lacks them (``torch_min``: an older torch, see bevboost/seams/torch_compat.py); CI
 runs everything except ``gpu``. Tests must not leave files behind in
 /dev/shm (checked after every test).
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bevboost._optional import missing_requirements
+from bevboost.seams.torch_compat import torch_at_least, version_text
 
 #: marker -> requirements (``'cuda'`` or import names)
 TIER_REQUIREMENTS = {
@@ -31,6 +33,11 @@ def pytest_collection_modifyitems(config, items):
             if item.get_closest_marker(marker) is not None:
                 needs.extend(reqs)
         missing = missing_requirements(*dict.fromkeys(needs))
+        floor = item.get_closest_marker('torch_min')
+        if floor is not None:
+            version, what = floor.args
+            if not torch_at_least(*version):
+                missing.append(f'torch>={version_text(version)} for {what}')
         if missing:
             item.add_marker(pytest.mark.skip(reason=f"Requires: [{' + '.join(missing)}]"))
 

@@ -19,6 +19,7 @@ from bevboost.boosts import (Boost, BoostCard, BoostNotInEffect, apply_boosts,
                              available_boosts, get_boost, parse_variant,
                              train_pipeline_transforms)
 from bevboost.runner_utils import runner_from_cfg
+from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, fused_kernel_devices
 from bevboost.testing.toy import toy_config
 
 BOOSTS = sorted(available_boosts())
@@ -73,7 +74,10 @@ FACTS = {
                       and r.train_dataloader.slots == 3),
     'compile': lambda r: (r.cfg.compile == dict(backend='aot_eager')
                           and hasattr(r.model.train_step, '_torchdynamo_orig_callable')),
-    'fused-optim': lambda r: all(g['fused'] for g in r.optim_wrapper.optimizer.param_groups),
+    # fused where this torch has CPU kernels (2.4+), else its foreach fallback
+    'fused-optim': lambda r: all(g.get('fused') if 'cpu' in fused_kernel_devices()
+                                 else g.get('foreach') and not g.get('fused')
+                                 for g in r.optim_wrapper.optimizer.param_groups),
     'channels-last': lambda r: r.model.conv.weight.is_contiguous(
         memory_format=torch.channels_last) and not r.model.conv.weight.is_contiguous(),
     'loader': lambda r: (r.train_dataloader.num_workers == 1
@@ -141,7 +145,12 @@ def test_card_is_well_formed(name):
     assert reason is None or reason.startswith('requires')
 
 
-@pytest.mark.parametrize('name', BOOSTS)
+#: boosts whose contract options need a newer torch than the oldest supported
+TORCH_FLOORS = {'compile': pytest.mark.torch_min(COMPILE_SGD_MOMENTUM_MIN,
+                                                 'compile=model with SGD momentum (the toy)')}
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=TORCH_FLOORS.get(n, ())) for n in BOOSTS])
 def test_boost_trains_and_is_verified_on_the_built_runner(name, tmp_path, camera_sources,
                                                           baselines):
     boost = get_boost(name)

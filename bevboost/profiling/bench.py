@@ -70,8 +70,12 @@ def _boost_variant(name: str, *, lenient: bool) -> Variant:
 
 def _needs_value(boost: Any) -> bool:
     """True when the boost cannot apply without ``name=value`` (e.g. ``accum``): its error on
-    a minimal config asks for the value (a missing argument, or names ``name=``)."""
+    a minimal config asks for the value (a missing argument, or names ``name=``).
+    The probe is silent: what a boost logs applying to it (a fallback this torch needs)
+    is about the probe config, not the user's."""
     from mmengine.config import Config
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         boost.apply(Config(dict(
             train_dataloader=dict(batch_size=1, num_workers=2),
@@ -82,6 +86,8 @@ def _needs_value(boost: Any) -> bool:
         return f'{boost.card.name}=' in str(exc)
     except Exception:  # anything else is the config's business, found in the run
         return False
+    finally:
+        logging.disable(previous)
     return False
 
 

@@ -10,13 +10,18 @@ from mmengine.config import Config
 
 from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
 from bevboost.runner_utils import runner_from_cfg
+from bevboost.seams.torch_compat import FUSED_CPU_MIN
 from bevboost.testing.toy import toy_config
 from tests.compute.helpers import ADAMW, train_toy  # also registers the toy models
 from tests.engine.runner_helpers import assert_params_close, params_of
 
+#: fused AdamW/SGD kernels on CPU (torch 2.1-2.3: CUDA only; see bevboost/seams/torch_compat.py)
+FUSED_ON_CPU = pytest.mark.torch_min(FUSED_CPU_MIN, 'fused optimizer kernels on CPU')
+
 
 # ---------------------------------------------------------------- fused-optim
 
+@FUSED_ON_CPU
 def test_fused_adamw_matches_for_loop_adamw(tmp_path):
     base, base_loss = train_toy(tmp_path / 'base', optim_wrapper=ADAMW)
     fused, fused_loss = train_toy(tmp_path / 'fused', ['fused-optim'], optim_wrapper=ADAMW)
@@ -46,7 +51,8 @@ def test_optimizer_without_fused_falls_back_to_foreach_with_a_log_line(tmp_path,
 @pytest.mark.parametrize('optimizer, impl, match', [
     (dict(type='LBFGS', lr=0.1), 'auto', 'LBFGS has no fused implementation'),
     (dict(type='Adadelta', lr=0.1), 'fused', 'use fused-optim=foreach'),
-    (dict(type='AdamW', lr=0.1, foreach=True), 'auto', 'sets foreach=True'),
+    pytest.param(dict(type='AdamW', lr=0.1, foreach=True), 'auto', 'sets foreach=True',
+                 marks=FUSED_ON_CPU),
     (dict(type='SGD', lr=0.1), 'fastest', 'impl must be one of'),
 ])
 def test_fused_optim_refuses(tmp_path, optimizer, impl, match):
@@ -56,6 +62,7 @@ def test_fused_optim_refuses(tmp_path, optimizer, impl, match):
         apply_boosts(cfg, {'fused-optim': dict(impl=impl)})
 
 
+@FUSED_ON_CPU
 def test_fused_rejected_param_group_refused_before_first_iteration(tmp_path):
     model = dict(type='ToyWithComplexParam')
     runner_cfg = apply_boosts(Config(toy_config(str(tmp_path / 'b'), model=model,

@@ -26,6 +26,7 @@ from mmengine.config import Config
 
 from bevboost.boosts import available_boosts
 from bevboost.cli.main import main as cli
+from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, torch_at_least
 
 HERE = Path(__file__).resolve().parent
 
@@ -137,8 +138,10 @@ def test_written_configs_train_without_the_launcher_importing_bevboost(
     sources = _write_sources(tmp_path, camera_root)
     missing = sorted(set(available_boosts()) - set(BOOST_SPECS))
     assert not missing, f'add how to materialize boost(s) {missing} to BOOST_SPECS'
+    # compile=model on the toy (SGD momentum) is refused on torch<2.2 (tests/seams covers that)
     specs = {name: BOOST_SPECS[name] for name, boost in available_boosts().items()
-             if boost.unavailable_reason() is None}
+             if boost.unavailable_reason() is None
+             and (name != 'compile' or torch_at_least(*COMPILE_SGD_MOMENTUM_MIN))}
     specs.update(COMBINATIONS)
     jobs, printed = [], {}
     for label, (kind, spec) in specs.items():

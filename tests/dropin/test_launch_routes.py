@@ -20,6 +20,7 @@ from mmengine.runner import Runner
 from bevboost import current_mmlogger
 from bevboost.boosts import apply_boosts
 from bevboost.runner_utils import install_config_boosts_route, runner_from_cfg
+from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
 
 
@@ -92,6 +93,7 @@ def _work_dir_log(runner) -> str:
     return next(Path(runner.log_dir).glob('*.log')).read_text()
 
 
+@pytest.mark.torch_min(CPU_FP16_MIN, 'fp16 on CPU')
 def test_kit_records_reach_the_work_dir_log_of_a_real_runner(tmp_path):
     """fp16 overflow that persists (an absurd static-size start scale) and BatchNorm under
     accumulation: both reports must be in the run's own log file, at their level."""

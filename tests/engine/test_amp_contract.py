@@ -21,8 +21,12 @@ from bevboost.boosts import apply_boosts
 from bevboost.engine.amp import BoostAmpOptimWrapper, apply_amp, scaler_found_inf
 from bevboost.engine.nonfinite import NonFiniteTrainingError
 from bevboost.runner_utils import runner_from_cfg
+from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
 from tests.engine.runner_helpers import InjectInfGrad, StepRecorder
+
+#: fp16 on CPU: autocast fp16 + torch.amp.GradScaler('cpu') (see bevboost/seams/torch_compat.py)
+CPU_FP16 = pytest.mark.torch_min(CPU_FP16_MIN, "fp16 autocast and torch.amp.GradScaler('cpu')")
 
 
 def _sgd(seed=0):
@@ -61,8 +65,9 @@ def test_signature_extends_mmengines_in_order():
 
 @pytest.mark.parametrize('args, kwargs, dtype, scaled', [
     (('dynamic',), {}, torch.bfloat16, False),                 # dtype None: CPU autocast default
-    ((512.0, 'float16'), {}, torch.float16, True),
-    ((dict(init_scale=256.0), torch.float16, False), {}, torch.float16, True),
+    pytest.param((512.0, 'float16'), {}, torch.float16, True, marks=CPU_FP16),
+    pytest.param((dict(init_scale=256.0), torch.float16, False), {}, torch.float16, True,
+                 marks=CPU_FP16),
     ((), dict(dtype=torch.bfloat16), torch.bfloat16, False),
     ((), dict(dtype='float32'), torch.float32, False),
     ((), dict(dtype='float64'), torch.float64, False),
@@ -78,6 +83,7 @@ def test_construction_forms(args, kwargs, dtype, scaled):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@CPU_FP16
 def test_static_and_dict_scales_reach_the_scaler():
     _, opt = _sgd()
     assert BoostAmpOptimWrapper(512.0, 'float16', optimizer=opt).loss_scale == 512.0
@@ -86,6 +92,7 @@ def test_static_and_dict_scales_reach_the_scaler():
     assert wrapper.loss_scale == 8.0 and wrapper.loss_scaler.get_growth_interval() == 1
 
 
+@CPU_FP16
 def test_use_fsdp_is_honoured_never_dropped():
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
     _, opt = _sgd()
@@ -101,6 +108,7 @@ def test_use_fsdp_is_honoured_never_dropped():
     assert cfg.optim_wrapper.use_fsdp is True  # the config's FSDP choice survives the boost
 
 
+@CPU_FP16
 def test_sharded_scaler_counts_skips(tmp_path):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -117,6 +125,7 @@ def test_sharded_scaler_counts_skips(tmp_path):
 
 # --- skipped steps come from the scaler's found-inf result ----------------------------------
 
+@CPU_FP16
 def test_found_inf_adapter_reads_torchs_scaler():
     """The one touch of GradScaler internals: fails here first if torch changes it."""
     model, opt = _sgd()
@@ -130,6 +139,7 @@ def test_found_inf_adapter_reads_torchs_scaler():
         scaler.update()
 
 
+@CPU_FP16
 @pytest.mark.parametrize('loss_scale',
                          ['dynamic', 512.0, dict(init_scale=64.0, growth_interval=1)])
 def test_skips_counted_for_every_loss_scale_form(loss_scale):
@@ -139,6 +149,7 @@ def test_skips_counted_for_every_loss_scale_form(loss_scale):
     assert (wrapper.applied_steps, wrapper.skipped_steps) == (4, 1)
 
 
+@CPU_FP16
 def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
     """fp16 with loss_scale=512.0: the scale never moves, the skip is still seen."""
     warmup = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=5)]
@@ -174,6 +185,7 @@ def test_static_scale_overflow_skipped_not_applied_and_lr_held(tmp_path):
     assert (clean.skipped_steps, clean.applied_steps) == (0, 5)
 
 
+@CPU_FP16
 def test_scale_reaching_its_floor_is_an_error():
     model, opt = _sgd()
     wrapper = BoostAmpOptimWrapper(dict(init_scale=1.0), 'float16', optimizer=opt,
@@ -185,6 +197,7 @@ def test_scale_reaching_its_floor_is_an_error():
         BoostAmpOptimWrapper(dict(init_scale=1.0), 'float16', optimizer=opt, min_loss_scale=2.0)
 
 
+@CPU_FP16
 def test_persistent_skips_stop_training():
     model, opt = _sgd()
     wrapper = BoostAmpOptimWrapper('dynamic', 'float16', optimizer=opt, max_consecutive_skips=4)
@@ -211,6 +224,7 @@ KIT_FP16 = functools.partial(BoostAmpOptimWrapper, dict(init_scale=1024.0, growt
 KIT_BF16 = functools.partial(BoostAmpOptimWrapper, dtype='bfloat16')
 
 
+@CPU_FP16  # mmengine's AmpOptimWrapper on CPU runs torch.amp.GradScaler('cpu')
 @pytest.mark.parametrize('source', ['kit_fp16', 'kit_bf16', 'mmengine_amp', 'plain',
                                     'old_kit_bf16'])
 @pytest.mark.parametrize('target', ['kit_fp16', 'kit_bf16', 'mmengine_amp', 'plain'])
@@ -245,11 +259,13 @@ def test_state_dict_round_trips(mmengine_amp_on_cpu, source, target):
         assert wrapper.applied_steps == 3
 
 
+@CPU_FP16
 def test_bf16_checkpoint_stores_no_scaler_state():
     assert 'loss_scaler' not in _trained_state(lambda opt: KIT_BF16(optimizer=opt))
     assert _trained_state(lambda opt: KIT_FP16(optimizer=opt))['loss_scaler']['scale'] > 0
 
 
+@CPU_FP16
 def test_steps_at_scale_zero_are_skipped_not_applied():
     """With the floor off, inf every step drives the scale to 0.0; no step counts as applied."""
     model, opt = _sgd()

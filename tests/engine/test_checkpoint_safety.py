@@ -1,9 +1,13 @@
 """A checkpoint cannot change HistoryBuffer's process-wide statistics methods."""
 import numpy as np
+import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
 import bevboost.engine.checkpoint_safety  # noqa: F401  (installs the fences)
+
+#: torch.load(weights_only=True) of an mmengine checkpoint needs the allow-list (torch 2.4)
+WEIGHTS_ONLY = pytest.mark.torch_min((2, 4), 'the weights_only allow-list (add_safe_globals)')
 
 _multiarray = np.core.multiarray if hasattr(np, 'core') else np._core.multiarray
 
@@ -21,6 +25,7 @@ def _crafted_checkpoint(path, methods):
         HistoryBuffer.__getstate__ = patched
 
 
+@WEIGHTS_ONLY
 def test_checkpoint_cannot_replace_mean_for_the_process(tmp_path):
     HistoryBuffer()  # registers the defaults
     before = dict(HistoryBuffer._statistics_methods)
@@ -36,6 +41,7 @@ def test_checkpoint_cannot_replace_mean_for_the_process(tmp_path):
     assert buf.mean() == 1.5 and buf.statistics('mean') == 1.5
 
 
+@WEIGHTS_ONLY
 def test_users_registered_method_is_kept_not_the_checkpoints(tmp_path):
     def p90(self, window_size=None):
         return float(np.percentile(self._log_history, 90))
