@@ -79,8 +79,8 @@ def test_geometry_mismatch_fails(doctor_ctx, monkeypatch):
         shipped['cam2img'] = [np.asarray(k) * 1.01 for k in shipped['cam2img']]
         return ref, shipped
     monkeypatch.setattr(decode_checks, 'worker_and_shipped', moved)
-    assert 'cam2img differs' in _failed(run_checks('cpu', ['main-decode'], doctor_ctx),
-                                         'main-decode')
+    reason = _failed(run_checks('cpu', ['main-decode'], doctor_ctx), 'main-decode')
+    assert 'cam2img differs' in reason
 
 
 @pytest.mark.dali
