@@ -111,9 +111,10 @@ CPU_FP16_MIN = (2, 3)
 def check_autocast(device_type: str, dtype: torch.dtype) -> None:
     """Refuse an autocast dtype this torch cannot run on ``device_type``.
 
-    torch 2.1's CPU autocast accepts only bfloat16 and otherwise *disables itself* with a
-    warning (a silent fall back to fp32); fp16 on CPU also needs the CPU loss scaler of
-    torch 2.3. Checked: 2.1.2 (refused), 2.13.0 and 2.14.1 (allowed).
+    torch 2.1's CPU autocast accepts only bfloat16: for fp16 it warns, then raises a
+    RuntimeError entering the context (inside the first training step); fp16 on CPU also
+    needs the CPU loss scaler of torch 2.3. Checked: 2.1.2 (refused), 2.13.0 and 2.14.1
+    (allowed).
     """
     if device_type == 'cpu' and dtype == torch.float16:
         require_torch('fp16 mixed precision on CPU (autocast fp16 + a CPU loss scaler)',
