@@ -9,7 +9,6 @@ value. The full key diff stays available (``--diff`` or ``-v``).
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 #: keys the kit writes for its own bookkeeping (shown in the full diff only)
@@ -122,8 +121,8 @@ def summarise(before: dict, after: dict) -> list[str]:
         elif new == '<unset>':
             keys.append(f'{key} removed (was {short(old)})')
         else:
-            keys.append(f'{key} = {short(new)}' + (f' (was {short(old)})'
-                                                    if old != '<unset>' else ''))
+            was = f' (was {short(old)})' if old != '<unset>' else ''
+            keys.append(f'{key} = {short(new)}{was}')
     lines += [f'set {k}' for k in keys[:MAX_KEYS]]
     if len(keys) > MAX_KEYS:
         lines.append(f'... and {len(keys) - MAX_KEYS} more keys (--diff)')
