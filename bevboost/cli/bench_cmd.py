@@ -120,8 +120,8 @@ def missing_data(cfg: Any) -> list[tuple[str, str | None]]:
             return
         ann_file, root = ds.get('ann_file'), ds.get('data_root')
         if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
-            path = ann_file if (root is None or os.path.isabs(ann_file)
-                                or ann_file.startswith(str(root))) \
+            # mmengine's BaseDataset._join_prefix: a relative ann_file is under data_root
+            path = ann_file if (not root or os.path.isabs(ann_file)) \
                 else os.path.join(str(root), ann_file)
             if not os.path.exists(path):
                 found.append((path, root if isinstance(root, str) else None))

@@ -176,6 +176,11 @@ def test_bench_data_check_on_a_config_that_never_mentions_bevboost(tmp_path):
         dataset=dict(type='NuScenesDataset', data_root=str(root) + '/',
                      ann_file='infos_train.pkl')))))
     assert missing_data(cfg) == [(str(root / 'infos_train.pkl'), str(root) + '/')]
+    # the file mmengine's own dataset would read
+    from mmengine.dataset import BaseDataset
+    reference = BaseDataset(ann_file='infos_train.pkl', data_root=str(root) + '/',
+                            lazy_init=True)
+    assert missing_data(cfg)[0][0] == reference.ann_file
     with pytest.raises(FileNotFoundError, match=f'bevboost data synth {root}`'):
         check_data_exists(cfg, 'plain.py')
     root.mkdir()
