@@ -128,11 +128,11 @@ def _is_refusal(exc: Exception, tracker) -> bool:
 def _runtime_failure(command: str, exc: Exception, tracker) -> int:
     """Exit 1: the traceback on stderr and in the work-dir log, then the phase."""
     text = _full_traceback(exc)
-    phase = tracker.phase or 'checking the input'
-    files = tracker.write_to_log(f'bevboost {command} failed during {phase}:\n{text}')
+    during = f' during {tracker.phase}' if tracker.started else ''
+    files = tracker.write_to_log(f'bevboost {command} failed{during}:\n{text}')
     print(text, file=sys.stderr)
     where = f"; traceback also in {', '.join(files)}" if files else ''
-    print(f'bevboost {command}: failed during {phase}: {one_line(_summary(exc))}{where}',
+    print(f'bevboost {command}: failed{during}: {one_line(_summary(exc))}{where}',
           file=sys.stderr)
     return 1
 
