@@ -146,8 +146,8 @@ def _full_traceback(exc: BaseException) -> str:
         context = exc.__context__ if exc.__suppress_context__ else None
         exc = context if exc.__cause__ is None else None
         if exc is not None:
-            parts.append('\nThe exception above was raised from this one (its traceback '
-                         'was suppressed):\n')
+            parts.append('\nDuring handling of the above exception (its traceback was '
+                         'suppressed by a re-raise from None), another exception occurred:\n')
     return '\n'.join(reversed(parts))
 
 
