@@ -86,8 +86,11 @@ class RunPhase:
         when nothing else is in them."""
         import shutil
         log_dir = getattr(self.runner, 'log_dir', None)
+        mm_logger = getattr(self.runner, 'logger', None)
         for handler in self.log_files():
             handler.close()
+            if mm_logger is not None:
+                mm_logger.removeHandler(handler)  # its file is about to go
         if log_dir and self.work_dir is not None:
             log_dir = Path(log_dir).resolve()
             # an earlier run's log dir of the same second is that run's: never removed

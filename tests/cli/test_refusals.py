@@ -93,8 +93,8 @@ def test_uncreatable_directory_names_its_argument(argv, tmp_path, capsys):
     assert f'{what} {argv[-1]!r} is not writable' in err and 'Not a directory' in err, err
 
 
-@pytest.mark.skipif(not os.path.isdir('/sys') or os.access('/sys', os.W_OK)
-                    and os.geteuid() != 0, reason='needs a /sys that refuses new directories')
+@pytest.mark.skipif(not os.path.isdir('/sys'), reason='needs /sys (Linux): it refuses new '
+                    'directories, even to root')
 @pytest.mark.parametrize('argv, what', [
     (['train', '{config}', '--work-dir', '/sys/bevboost_x/wd'], "--work-dir '/sys/bevboost_x/wd'"),
     (['data', 'synth', '/sys/bevboost_x'], "OUT '/sys/bevboost_x'"),
