@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bevboost._optional import MissingDependencyError
+from bevboost.seams.torch_compat import TorchTooOldError
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def run_form(check: Check, ctx: Context, device, form: str) -> Result:
         outcome = check.fn(ctx, device)
     except Skip as exc:
         result.status, result.reason = SKIPPED, _one_line(exc)
-    except MissingDependencyError as exc:
+    except (MissingDependencyError, TorchTooOldError) as exc:  # what this machine lacks
         result.status, result.reason = SKIPPED, _one_line(exc)
     except CheckFailed as exc:
         result.reason = _one_line(exc)

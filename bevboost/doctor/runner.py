@@ -113,7 +113,8 @@ def run_checks(device: str | None = None, only: Sequence[str] | None = None,
         for name in names:
             check = CHECKS[name]
             if gpu is None:
-                results.append(Result(name, 'gpu', device or 'cuda', SKIPPED, reason=why))
+                label = '-' if device == 'cpu' else device or 'cuda'
+                results.append(Result(name, 'gpu', label, SKIPPED, reason=why))
             else:
                 results.append(run_form(check, ctx, gpu, 'gpu'))
             if check.no_cpu_form:

@@ -1,6 +1,7 @@
 """The one torch-internal read of the doctor, pinned: a torch upgrade fails here first."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -25,6 +26,7 @@ def test_dynamo_graph_counter_counts_a_compiled_module():
     assert dynamo_graphs() == before + 1
 
 
+@pytest.mark.torch_min((2, 13), 'dynamo skipping torch containers (torch 2.1 traced them)')
 def test_dynamo_does_not_trace_a_torch_container_compiled_in_place():
     """Why the compile check counts graphs: ``nn.Sequential.compile()`` marks the module
     compiled yet runs it eagerly (torch 2.13). If this starts to fail, torch traces such
