@@ -96,21 +96,34 @@ def resolve_backend(backend: str, where: Literal['worker', 'main'] = 'worker') -
 
 
 def decode_cpu(data: bytes, target_hw: tuple[int, int] | None, channel_order: str = 'bgr',
-               path: str = '', sample: str = '', max_upsample: float = 1.0
-               ) -> tuple[np.ndarray, int]:
+               path: str = '', sample: str = '', max_upsample: float = 1.0,
+               src_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
     """Decode one JPEG with libjpeg-turbo at the smallest scale covering ``target_hw``.
 
+    ``src_hw``: the (H, W) from the header when the caller has parsed it already.
     Returns the uint8 HxWx3 image and the reduction factor used.
     """
-    sj = require('simplejpeg', 'fast JPEG decoding')
     try:
-        height, width, _, _ = sj.decode_jpeg_header(data)
+        if src_hw is None:
+            src_hw = _simplejpeg().decode_jpeg_header(data)[:2]
+        height, width = src_hw
         d = 1 if target_hw is None else reduction_for((height, width), target_hw, max_upsample)
-        img = sj.decode_jpeg(data, colorspace=channel_order.upper(), strict=True,
-                             min_height=-(-height // d), min_width=-(-width // d))
+        img = _simplejpeg().decode_jpeg(data, colorspace=channel_order.upper(), strict=True,
+                                        min_height=-(-height // d), min_width=-(-width // d))
     except (ValueError, OSError) as exc:
         raise ImageLoadError(f'corrupt or truncated JPEG ({exc})', path, sample) from exc
     return img, d
+
+
+_SJ = None
+
+
+def _simplejpeg():
+    """simplejpeg, imported once (or the error naming the extra)."""
+    global _SJ
+    if _SJ is None:
+        _SJ = require('simplejpeg', 'fast JPEG decoding')
+    return _SJ
 
 
 class DaliDecoder:
@@ -132,6 +145,8 @@ class DaliDecoder:
 
     def _build(self) -> None:
         dali = require('nvidia.dali', 'DALI decoding')
+        from bevboost.seams.dali_compat import check_dali_matches_torch
+        check_dali_matches_torch()  # once per process: a warning when DALI's CUDA is not torch's
         fn, types = dali.fn, dali.types
 
         @dali.pipeline_def(batch_size=self.batch_size, num_threads=self._num_threads,

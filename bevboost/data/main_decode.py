@@ -51,7 +51,10 @@ def resize_crop(img: torch.Tensor, p: AugParams | None) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Rotate counter-clockwise about the centre, zeros outside (PIL ``Image.rotate``)."""
+    """Rotate counter-clockwise about the centre, zeros outside, nearest (PIL ``Image.rotate``).
+
+    Nearest, as PIL's default: bilinear would blend the zero fill into every edge pixel.
+    """
     h, w = x.shape[-2:]
     t = math.radians(degrees)
     cos, sin = math.cos(t), math.sin(t)
@@ -63,7 +66,7 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     src_x = cos * dx - sin * dy + w / 2
     src_y = sin * dx + cos * dy + h / 2
     grid = torch.stack([src_x / w * 2 - 1, src_y / h * 2 - 1], -1)[None]
-    return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+    return F.grid_sample(x, grid, mode='nearest', padding_mode='zeros', align_corners=False)
 
 
 class BatchDecoder:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from mmengine.registry import TRANSFORMS
 
-from bevboost.data import augment
+from bevboost.data import augment, stock_keys
 from bevboost.data.decode import (DaliDecoder, ImageLoadError, decode_cpu, in_loader_worker,
                                   resolve_backend)
 from bevboost.data.seeding import WorkerRng
@@ -85,10 +85,11 @@ def choose_decode_site(decode: str, backend: str) -> str:
 
 @TRANSFORMS.register_module()
 class FastLoadMultiViewImageFromFiles:
-    """Load N camera JPEGs at reduced DCT scale, resize/crop/flip, keep uint8.
+    """Load N camera JPEGs at reduced DCT scale, resize/crop/flip/rotate, keep uint8.
 
     Args:
-        num_views: expected cameras per sample; other counts are an error.
+        num_views: cameras per sample; with ``check_views`` other counts are an
+            error. Written to ``num_views`` as the stock loader writes it.
         final_dim: (H, W) network input; None decodes full size (no augmentation).
         resize_lim, bot_pct_lim, rot_lim, rand_flip, is_train: augmentation as
             the folded transform's options (PETR's ``data_aug_conf``, BEVFusion's
@@ -99,6 +100,16 @@ class FastLoadMultiViewImageFromFiles:
         src_hw: the source size the folded transform assumes (PETR's
             ``data_aug_conf`` ``H``/``W``); None uses each image's header.
         update_intrinsics: (``fold=None`` only) fold the augmentation into ``cam2img``.
+        replaces: the stock loader whose keys to write, exactly as it writes them
+            (:mod:`bevboost.data.stock_keys`), then the folded transform's; what the
+            ``fast-decode`` boost sets. None (direct use) writes the kit's superset:
+            4x4 ``cam2img``, ``lidar2img``, ``cam2lidar``, ``img_aug_matrix``.
+        defer: read files and headers and write the loader's keys here, and leave
+            decode + augmentation (and its random draws) to the
+            ``FastDecodeMultiViewImages`` that stands where the folded transform
+            stood (the boost places it when transforms stand between).
+        num_ref_frames, set_default_scale: the stock loader's (written as it does).
+        check_views: refuse samples with other than ``num_views`` cameras.
         load_prev_frame: also load ``cam_sweeps[0]`` (the previous keyframe) with
             the same augmentation, appended after the current views (PETRv2);
             the current frame is repeated on a scene's first sample.
@@ -132,6 +143,8 @@ class FastLoadMultiViewImageFromFiles:
                  to_float32: bool = False, seed: int | None = None, fold: str | None = None,
                  src_hw: tuple[int, int] | None = None, decode: str = 'worker',
                  dct_scaling: bool = True, max_upsample: float = 1.25,
+                 replaces: str | None = None, defer: bool = False, num_ref_frames: int = -1,
+                 set_default_scale: bool = True, check_views: bool = True,
                  **stock_kwargs: Any) -> None:
         if not isinstance(num_views, int) or num_views < 1:
             raise ValueError(f'num_views must be a positive int, got {num_views!r}')
@@ -145,15 +158,23 @@ class FastLoadMultiViewImageFromFiles:
             raise ValueError(f'max_upsample must be in [1, 2], got {max_upsample!r}')
         if fold is not None and fold not in augment.FOLDABLE:
             raise ValueError(f'fold must be one of {sorted(augment.FOLDABLE)}, got {fold!r}')
-        unknown = set(stock_kwargs) - {'color_type', 'backend_args', 'num_ref_frames',
-                                       'test_mode', 'set_default_scale'}
+        if replaces is not None and replaces not in stock_keys.STOCK_LOADERS:
+            raise ValueError(f'replaces must be one of {stock_keys.STOCK_LOADERS}, '
+                             f'got {replaces!r}')
+        if replaces is not None and final_dim is not None and fold is None:
+            raise ValueError('replaces= with final_dim needs fold= (the transform whose keys '
+                             'to write)')
+        if defer and fold is None:
+            raise ValueError('defer=True needs fold= (what FastDecodeMultiViewImages stands for)')
+        unknown = set(stock_kwargs) - {'color_type', 'backend_args', 'test_mode'}
         if unknown:
             raise TypeError(f'unexpected arguments {sorted(unknown)}')
-        self.num_views = num_views
+        self.num_views, self.check_views = num_views, check_views
         self.final_dim = None if final_dim is None else tuple(final_dim)
         self.aug_kwargs = dict(resize_lim=resize_lim, bot_pct_lim=bot_pct_lim, rot_lim=rot_lim,
                                rand_flip=rand_flip, is_train=is_train)
-        self.fold = fold
+        self.fold, self.replaces, self.defer = fold, replaces, defer
+        self.num_ref_frames, self.set_default_scale = num_ref_frames, set_default_scale
         self.rule = augment.FOLDABLE[fold] if fold else dataclasses.replace(
             augment.UNFOLDED, update_intrinsics=update_intrinsics)
         self.src_hw = None if src_hw is None else tuple(src_hw)
@@ -173,25 +194,26 @@ class FastLoadMultiViewImageFromFiles:
         """Samples skipped so far by this transform in every loader worker."""
         return self.skip_counter.value if self.skip_counter is not None else 0
 
-    def _decode(self, blobs: list[bytes], paths: list[str], targets: list, sample: str
-                ) -> list[np.ndarray]:
+    def _decode(self, blobs: list[bytes], paths: list[str], plans: list, src_hws: list,
+                sample: str) -> list[np.ndarray]:
+        targets = [p and p.resize_hw if self.dct_scaling else None for p in plans]
         if self.backend == 'dali':
             if self._dali is None:
                 self._dali = DaliDecoder('cpu', batch_size=len(blobs),
                                          channel_order=self.channel_order)
             return self._dali(blobs, targets, paths, sample)
-        return [decode_cpu(b, t, self.channel_order, p, sample, self.max_upsample)[0]
-                for b, t, p in zip(blobs, targets, paths)]
+        return [decode_cpu(b, t, self.channel_order, p, sample, self.max_upsample, hw)[0]
+                for b, t, p, hw in zip(blobs, targets, paths, src_hws)]
 
-    def _views(self, results: dict) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-        sample = str(results.get('token', results.get('sample_idx', '?')))
+    def _views(self, results: dict, sample: str) -> tuple[list[str], list, list]:
         images = results.get('images')
-        if not isinstance(images, dict) or len(images) != self.num_views:
+        if not isinstance(images, dict) or not images or (
+                self.check_views and len(images) != self.num_views):
             n = len(images) if isinstance(images, dict) else 0
             raise ImageLoadError(f'expected {self.num_views} cameras, got {n}', '', sample)
         paths = [cam['img_path'] for cam in images.values()]
-        cam2img = [np.asarray(cam['cam2img'], np.float64) for cam in images.values()]
-        lidar2cam = [np.asarray(cam['lidar2cam'], np.float64) for cam in images.values()]
+        cam2img = [cam['cam2img'] for cam in images.values()]
+        lidar2cam = [cam['lidar2cam'] for cam in images.values()]
         if self.load_prev_frame:
             sweeps = results.get('cam_sweeps') or []
             prev = sweeps[0] if sweeps else images
@@ -201,13 +223,17 @@ class FastLoadMultiViewImageFromFiles:
                 item = prev[cam_name]
                 folder = os.path.dirname(cur['img_path'])
                 paths.append(os.path.join(folder, os.path.basename(item['img_path'])))
-                cam2img.append(np.asarray(item['cam2img'], np.float64))
-                lidar2cam.append(np.asarray(item['lidar2cam'], np.float64))
+                cam2img.append(item['cam2img'])
+                lidar2cam.append(item['lidar2cam'])
         return paths, cam2img, lidar2cam
 
     def __call__(self, results: dict) -> dict | None:
+        return self.guarded(self._read, results)
+
+    def guarded(self, step, *args) -> dict | None:
+        """``step(*args)``, with ``on_error='skip'`` turning an ImageLoadError into None."""
         try:
-            loaded = self._load(results)
+            loaded = step(*args)
         except ImageLoadError as exc:
             if self.on_error == 'raise':
                 raise
@@ -229,36 +255,58 @@ class FastLoadMultiViewImageFromFiles:
             return [draw(hw) for hw in src_hws]
         return [draw(src_hws[0])] * len(src_hws)
 
-    def _load(self, results: dict) -> dict:
+    def _read(self, results: dict) -> dict:
+        """Read the files and headers, write the stock loader's keys; decode unless deferred."""
         sample = str(results.get('token', results.get('sample_idx', '?')))
-        paths, cam2img, lidar2cam = self._views(results)
+        paths, cam2img, lidar2cam = self._views(results, sample)
         blobs = [read_bytes(p, sample) for p in paths]
         src_hws = [jpeg_hw(b, p, sample) for b, p in zip(blobs, paths)]
         if self.final_dim is None and len(set(src_hws)) != 1:
             raise ImageLoadError(f'camera images differ in size {sorted(set(src_hws))}', '',
                                  sample)
-        plans = self._plans(src_hws)
+        job = PendingDecode(self, sample, paths, blobs, src_hws, cam2img, lidar2cam)
+        if self.replaces is not None:
+            stock_keys.write_loader_keys(
+                results, self.replaces, paths, cam2img, lidar2cam,
+                tuple(np.max(src_hws, axis=0)), self.num_views, self.num_ref_frames,
+                self.set_default_scale)
+        if self.defer:
+            results[PENDING_KEY] = job
+            return results
+        return self._finish(results, job)
+
+    def _finish(self, results: dict, job: PendingDecode) -> dict:
+        """Draw the augmentation, decode (or ship the bytes) and update the folded keys."""
+        plans = self._plans(job.src_hws)
         if self.decode == 'main':
             results.pop('img', None)
-            results['img_jpeg'] = dict(blobs=blobs, plans=plans, channel_order=self.channel_order,
+            results['img_jpeg'] = dict(blobs=job.blobs, plans=plans,
+                                       channel_order=self.channel_order,
                                        max_upsample=self.max_upsample)
         else:
-            targets = [p and p.resize_hw if self.dct_scaling else None for p in plans]
-            imgs = self._decode(blobs, paths, targets, sample)
-            imgs = [im if p is None else self._augment(im, p) for im, p in zip(imgs, plans)]
+            imgs = self._decode(job.blobs, job.paths, plans, job.src_hws, job.sample)
+            imgs = [im if p is None else augment.apply_plan(im, p) for im, p in zip(imgs, plans)]
             if self.to_float32:
                 imgs = [im.astype(np.float32) for im in imgs]
             results['img'] = imgs
         idas = [np.eye(3) if p is None else augment.ida_matrix(p) for p in plans]
-        ori_cam2img = [k.copy() for k in cam2img]
-        cam2img = [self._pad4(k) for k in cam2img]
+        if self.replaces is None:
+            self._kit_keys(results, job, idas)
+        elif self.fold is not None:
+            stock_keys.apply_fold_keys(results, self.fold, idas, self.final_dim)
+        return results
+
+    def _kit_keys(self, results: dict, job: PendingDecode, idas: list[np.ndarray]) -> None:
+        """The keys of direct use (``replaces=None``): the stock loader's and more."""
+        ori_cam2img = [np.asarray(k, np.float64) for k in job.cam2img]
+        cam2img = [stock_keys.pad4(k) for k in job.cam2img]
         if self.rule.update_intrinsics:
             for k, ida in zip(cam2img, idas):
                 k[:3, :3] = ida @ k[:3, :3]
-        lidar2cam = [self._pad4(m) for m in lidar2cam]
-        out_hw = self.final_dim if self.final_dim and self.rule.sets_img_shape else src_hws[0]
+        lidar2cam = [stock_keys.pad4(m) for m in job.lidar2cam]
+        out_hw = self.final_dim if self.final_dim and self.rule.sets_img_shape else job.src_hws[0]
         results.update(
-            filename=paths, img_shape=tuple(out_hw), ori_shape=tuple(src_hws[0]),
+            filename=job.paths, img_shape=tuple(out_hw), ori_shape=tuple(job.src_hws[0]),
             pad_shape=tuple(out_hw), cam2img=cam2img, ori_cam2img=ori_cam2img,
             lidar2cam=lidar2cam, cam2lidar=[np.linalg.inv(m) for m in lidar2cam],
             lidar2img=[k @ m for k, m in zip(cam2img, lidar2cam)],
@@ -266,36 +314,60 @@ class FastLoadMultiViewImageFromFiles:
             num_views=self.num_views, num_ref_frames=1 if self.load_prev_frame else 0,
             img_norm_cfg=dict(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32),
                               to_rgb=False))
-        return results
-
-    @staticmethod
-    def _pad4(k: np.ndarray) -> np.ndarray:
-        out = np.eye(4)
-        out[:k.shape[0], :k.shape[1]] = k
-        return out
 
     @staticmethod
     def _augment(img: np.ndarray, p: augment.AugParams) -> np.ndarray:
-        """Resize to ``resize_dims`` from whatever scale ``img`` was decoded at, crop, flip, rotate.
-
-        After a reduced-scale decode the residual resize is within 2x, where
-        bilinear is close to PIL's filtered resize at a fraction of INTER_AREA's cost.
-        """
-        new_w, new_h = p.resize_dims
-        if img.shape[:2] != (new_h, new_w):
-            strong_shrink = img.shape[1] > 2 * new_w
-            img = cv2.resize(img, (new_w, new_h),
-                             interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
-        img = augment.crop_padded(img, p.crop)
-        if p.flip:
-            img = np.ascontiguousarray(img[:, ::-1])
-        if p.rotate:
-            h, w = img.shape[:2]
-            rot = cv2.getRotationMatrix2D((w / 2, h / 2), p.rotate, 1.0)
-            img = cv2.warpAffine(img, rot, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        return img
+        """One view's resize/crop/flip/rotate (:func:`bevboost.data.augment.apply_plan`)."""
+        return augment.apply_plan(img, p)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_views={self.num_views}, final_dim={self.final_dim}, '
                 f'fold={self.fold!r}, decode={self.decode!r}, backend={self.backend!r}, '
-                f'on_error={self.on_error!r})')
+                f'on_error={self.on_error!r}, defer={self.defer})')
+
+
+#: results key carrying a deferred loader's read files to ``FastDecodeMultiViewImages``
+PENDING_KEY = '_bevboost_pending_decode'
+
+
+@dataclasses.dataclass
+class PendingDecode:
+    """What a deferred loader read: files, headers and the views' camera entries."""
+    loader: FastLoadMultiViewImageFromFiles
+    sample: str
+    paths: list
+    blobs: list
+    src_hws: list
+    cam2img: list
+    lidar2cam: list
+
+    def __deepcopy__(self, memo: dict) -> PendingDecode:
+        return self  # immutable once read; never copy the loader it finishes with
+
+
+@TRANSFORMS.register_module()
+class FastDecodeMultiViewImages:
+    """Decode + augment what a ``FastLoadMultiViewImageFromFiles(defer=True)`` read.
+
+    Stands where the folded transform stood, so the augmentation draws exactly
+    where the stock transform draws (after transforms between that draw too,
+    e.g. ``LoadPointsFromMultiSweeps``) and updates its keys on the results as
+    they are there. The options are the loader's.
+
+    Args:
+        stands_for: the folded transform's name (for logs and reprs).
+    """
+
+    def __init__(self, stands_for: str = '') -> None:
+        self.stands_for = stands_for
+
+    def __call__(self, results: dict) -> dict | None:
+        job = results.pop(PENDING_KEY, None)
+        if job is None:
+            raise RuntimeError(f'{type(self).__name__} found no images read by '
+                               'FastLoadMultiViewImageFromFiles(defer=True) earlier in the '
+                               'pipeline')
+        return job.loader.guarded(job.loader._finish, results, job)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(stands_for={self.stands_for!r})'

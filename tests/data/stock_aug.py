@@ -2,7 +2,8 @@
 
 With an mmdetection3d checkout (``MMDET3D_ROOT``, as for the BEVFusion configs)
 :func:`stock_transform` returns the real classes: PETR's
-``ResizeCropFlipImage`` and BEVFusion's ``ImageAug3D`` (v1.4.0). Without one
+``ResizeCropFlipImage`` and BEVFusion's ``ImageAug3D`` and
+``BEVLoadMultiViewImageFromFiles`` (v1.4.0). Without one
 (CI) it returns stand-ins that follow those transforms step for step: the
 same ``np.random`` calls in the same order, PIL resize/crop/flip/rotate, the
 same post-homography (``torch`` float32) and the same keys updated.
@@ -116,9 +117,59 @@ class ImageAug3D:
         return data
 
 
+def _bev_load_class():
+    """Stand-in for BEVFusion's ``BEVLoadMultiViewImageFromFiles`` (without reference frames):
+    mmdet3d's loader with Pillow RGB decoding and the extra stacked keys, step for step."""
+    import copy
+
+    import mmcv
+    from mmdet3d.datasets.transforms import LoadMultiViewImageFromFiles
+    from mmengine.fileio import get
+
+    class BEVLoadMultiViewImageFromFiles(LoadMultiViewImageFromFiles):
+        def transform(self, results):
+            filename, cam2img, lidar2cam, cam2lidar, lidar2img = [], [], [], [], []
+            for _, cam_item in results['images'].items():
+                filename.append(cam_item['img_path'])
+                lidar2cam.append(cam_item['lidar2cam'])
+                lidar2cam_array = np.array(cam_item['lidar2cam']).astype(np.float32)
+                rot, trans = lidar2cam_array[:3, :3], lidar2cam_array[:3, 3:4]
+                camera2lidar = np.eye(4)
+                camera2lidar[:3, :3] = rot.T
+                camera2lidar[:3, 3:4] = -1 * np.matmul(rot.T, trans.reshape(3, 1))
+                cam2lidar.append(camera2lidar)
+                cam2img_array = np.eye(4).astype(np.float32)
+                cam2img_array[:3, :3] = np.array(cam_item['cam2img']).astype(np.float32)
+                cam2img.append(cam2img_array)
+                lidar2img.append(cam2img_array @ lidar2cam_array)
+            results['img_path'] = filename
+            results['cam2img'] = np.stack(cam2img, axis=0)
+            results['lidar2cam'] = np.stack(lidar2cam, axis=0)
+            results['cam2lidar'] = np.stack(cam2lidar, axis=0)
+            results['lidar2img'] = np.stack(lidar2img, axis=0)
+            results['ori_cam2img'] = copy.deepcopy(results['cam2img'])
+            imgs = [mmcv.imfrombytes(get(name), flag=self.color_type, backend='pillow',
+                                     channel_order='rgb') for name in filename]
+            img = np.stack(imgs, axis=-1)
+            if self.to_float32:
+                img = img.astype(np.float32)
+            results['filename'] = filename
+            results['img'] = [img[..., i] for i in range(img.shape[-1])]
+            results['img_shape'] = results['ori_shape'] = results['pad_shape'] = img.shape[:2]
+            if self.set_default_scale:
+                results['scale_factor'] = 1.0
+            results['img_norm_cfg'] = dict(mean=np.zeros(3, dtype=np.float32),
+                                           std=np.ones(3, dtype=np.float32), to_rgb=False)
+            results['num_views'] = self.num_views
+            results['num_ref_frames'] = self.num_ref_frames
+            return results
+    return BEVLoadMultiViewImageFromFiles
+
+
 #: where the real classes live in an mmdetection3d checkout (v1.4.0)
 PROJECT_FILES = {'ResizeCropFlipImage': 'projects/PETR/petr/transforms_3d.py',
-                 'ImageAug3D': 'projects/BEVFusion/bevfusion/transforms_3d.py'}
+                 'ImageAug3D': 'projects/BEVFusion/bevfusion/transforms_3d.py',
+                 'BEVLoadMultiViewImageFromFiles': 'projects/BEVFusion/bevfusion/loading.py'}
 
 
 def stock_transform(name: str):
@@ -137,4 +188,6 @@ def stock_transform(name: str):
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
         return getattr(sys.modules[module_name], name)
+    if name == 'BEVLoadMultiViewImageFromFiles':
+        return _bev_load_class()
     return {'ResizeCropFlipImage': ResizeCropFlipImage, 'ImageAug3D': ImageAug3D}[name]

@@ -6,7 +6,8 @@ The stock side is mmdet3d's ``LoadMultiViewImageFromFiles`` from the wheel
 ``ImageAug3D`` from an mmdetection3d checkout when ``MMDET3D_ROOT`` is set
 (their step-for-step stand-ins in ``stock_aug`` otherwise). Both sides draw
 their augmentation from the same seeded ``RandomState``, so geometry must match
-to float32 precision and pixels within the reduced-decode tolerance.
+to float32 precision and every view's pixels within the reduced-decode tolerance.
+Whole pipelines (transforms between, stock keys) are in test_fold_pipelines.py.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bevboost.boosts import apply_boosts
 from bevboost.data.fold import fold_options, rewrite_pipeline
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
 from tests.data.conftest import make_results
+from tests.data.test_fold_pipelines import VIEW_MEAN_TOL, VIEW_P99_TOL
 from tests.data.stock_aug import stock_transform
 
 pytestmark = pytest.mark.mmdet3d
@@ -45,6 +47,9 @@ def _cases():
 
 
 CASES = list(_cases())
+#: the kit's MultiViewResizeCropFlip resizes full frames with OpenCV's bilinear, which aliases
+#: at ~0.5x where the reduced DCT decode does not: measured per view p99 <= 9.3
+KIT_VIEW_P99_TOL = 11.0
 
 
 def _stock_chain(results: dict, aug_cfg: dict, seed: int) -> dict:
@@ -98,14 +103,14 @@ def test_geometry_equals_the_stock_chain(nus_root, name, train, aug_cfg, seed):
     # keys the stock pair leaves to the model: consistent with the ones it does write
     np.testing.assert_allclose(fast['lidar2img'][0], _pad4(fast['cam2img'][0]) @ _pad4(
         stock['lidar2cam'][0]), atol=1e-6)
-    # pixels: reduced-scale decode + OpenCV vs full decode + PIL (accuracy-trading)
-    a = np.stack(fast['img']).astype(np.float32)
-    b = np.stack(stock['img']).astype(np.float32)
-    assert a.shape == b.shape and fast['img'][0].dtype == np.uint8
-    diff = np.abs(a - b)
-    rotated = any(abs(m[0, 1]) > 1e-9 for m in fast['img_aug_matrix'])
-    mean_tol, p99_tol = (2.0, 20) if rotated else (1.0, 6)  # measured: 1.33 / 15, 0.75 / 5
-    assert diff.mean() <= mean_tol and np.percentile(diff, 99) <= p99_tol, (name, diff.mean())
+    # pixels, per view: reduced-scale decode + OpenCV vs full decode + PIL (accuracy-trading)
+    assert len(fast['img']) == len(stock['img']) and fast['img'][0].dtype == np.uint8
+    for i, (a, b) in enumerate(zip(fast['img'], stock['img'])):
+        assert a.shape == np.shape(b), (i, a.shape, np.shape(b))
+        diff = np.abs(a.astype(np.float32) - np.asarray(b, np.float32))
+        mean, p99 = diff.mean(), np.percentile(diff, 99)
+        p99_tol = KIT_VIEW_P99_TOL if name == 'MultiViewResizeCropFlip' else VIEW_P99_TOL
+        assert mean <= VIEW_MEAN_TOL and p99 <= p99_tol, (name, i, mean, p99)
 
 
 def test_folding_changes_what_a_blind_loader_gets_wrong(nus_root):
