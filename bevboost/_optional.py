@@ -39,6 +39,10 @@ def is_available(module: str) -> bool:
 
 def install_hint(module: str) -> str:
     extra, dist = _EXTRAS.get(module, (None, module))
+    if module == 'nvidia.dali':  # one DALI build per CUDA major: the one for torch's CUDA
+        from bevboost.seams.dali_compat import DALI_DISTRIBUTIONS, dali_extra_for_torch
+        extra = dali_extra_for_torch()
+        dist = DALI_DISTRIBUTIONS[int(extra[len('dali-cuda'):-1])]
     if extra is None:
         return f'pip install {dist}'
     return f"pip install 'bevboost[{extra}]'  (provides {dist})"
