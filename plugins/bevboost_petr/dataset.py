@@ -9,6 +9,11 @@ sample of the same scene, re-expressed through both ego poses.
 Any multi-view loader that walks ``images`` (mmdet3d's
 ``LoadMultiViewImageFromFiles``, the kit's fast decoders) then loads both
 frames, and the model sees ego-motion-aligned geometry.
+
+Each sample also carries ``prev_time_gap``: seconds between the frames, the
+mean over the cameras of (current - earlier) camera timestamps like the
+published ``with_time`` head (sample timestamps when cameras have none;
+``empty_time_gap`` when a scene's first sample repeats its own frame).
 """
 from __future__ import annotations
 
@@ -40,10 +45,15 @@ class PETRv2NuScenesDataset(NuScenesDataset):
         prev_offset: how many samples back the earlier frame is (1 = 0.5 s in nuScenes).
         max_time_gap: seconds; a farther neighbour is treated as another scene and
             the current frame is repeated (as PETRv2 does for a scene's first sample).
+        empty_time_gap: ``prev_time_gap`` of a sample without an earlier frame
+            (the published loader uses its mean sweep gap there, 1.245 s).
     """
 
     def __init__(self, *args, num_prev_frames: int = 1, prev_offset: int = 1,
-                 max_time_gap: float = 2.0, **kwargs) -> None:
+                 max_time_gap: float = 2.0, empty_time_gap: float = 0.5, **kwargs) -> None:
+        if not empty_time_gap > 0:
+            raise ValueError(f'empty_time_gap must be > 0 seconds, got {empty_time_gap}')
+        self.empty_time_gap = float(empty_time_gap)
         if num_prev_frames not in (0, 1):
             raise ValueError(f'num_prev_frames must be 0 or 1, got {num_prev_frames}')
         if prev_offset < 1:
@@ -51,6 +61,16 @@ class PETRv2NuScenesDataset(NuScenesDataset):
         self.num_prev_frames, self.prev_offset, self.max_time_gap = (
             num_prev_frames, prev_offset, float(max_time_gap))
         super().__init__(*args, **kwargs)
+
+    def _time_gap(self, cur_images: dict, prev_images: dict, cur_ts, prev_ts) -> float:
+        gaps = [float(c['timestamp']) - float(prev_images[k]['timestamp'])
+                for k, c in cur_images.items()
+                if isinstance(c, dict) and c.get('timestamp') is not None
+                and isinstance(prev_images.get(k), dict)
+                and prev_images[k].get('timestamp') is not None]
+        gap = float(np.mean(gaps)) if gaps else (
+            float(cur_ts) - float(prev_ts) if cur_ts is not None and prev_ts is not None else 0.0)
+        return gap if gap > 0 else self.empty_time_gap
 
     def _find_prev(self, infos: list[dict], i: int) -> dict:
         cur = infos[i]
@@ -79,6 +99,9 @@ class PETRv2NuScenesDataset(NuScenesDataset):
                     lidar2cam=src['lidar2cam'], timestamp=src.get('timestamp'))
             else:  # a scene's first sample: repeat the current frame
                 extra[cam + PREV_SUFFIX] = copy.deepcopy(cur)
+        info['prev_time_gap'] = self._time_gap(
+            info['images'], sweep, info.get('timestamp'), sweep.get('timestamp')
+        ) if sweep else self.empty_time_gap
         info['images'].update(extra)
         info['has_prev_frame'] = bool(sweep)
         return info
@@ -105,6 +128,9 @@ class PETRv2NuScenesDataset(NuScenesDataset):
                 item['lidar2cam'] = (np.asarray(cam_info['lidar2cam'], dtype=np.float64)
                                      @ cur_to_prev_lidar).tolist()
                 extra[cam + PREV_SUFFIX] = item
+            info['prev_time_gap'] = self._time_gap(
+                info['images'], prev['images'], info.get('timestamp'), prev.get('timestamp')
+            ) if prev is not info else self.empty_time_gap
             info['images'].update(extra)
             info['has_prev_frame'] = prev is not info
         logger.info('PETRv2 dataset: %d samples, %d without an earlier frame', len(infos), fallback)

@@ -16,6 +16,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
 
 from .grid_mask import GridMask
+from .petrv2_weights import attach_part_loading
 
 
 @MODELS.register_module()
@@ -24,7 +25,9 @@ class PETRv2(Base3DDetector):
 
     Args:
         img_backbone: image backbone (``VoVNet`` or mmdet ``ResNet``).
-        img_neck: FPN-style neck.
+        img_neck: FPN-style neck; ``allow_partial_weights=True`` in it accepts a
+            checkpoint that covers the neck partly (the keys are checked on load
+            like the backbone's and the head's, see :mod:`.petrv2_weights`).
         pts_bbox_head: :class:`PETRv2Head` config.
         use_grid_mask: GridMask augmentation on training images.
         grid_mask: options of :class:`GridMask`.
@@ -36,7 +39,12 @@ class PETRv2(Base3DDetector):
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.img_backbone = MODELS.build(img_backbone)
-        self.img_neck = MODELS.build(img_neck) if img_neck else None
+        self.img_neck = None
+        if img_neck:
+            neck = dict(img_neck)
+            allow_partial = bool(neck.pop('allow_partial_weights', False))
+            self.img_neck = MODELS.build(neck)
+            attach_part_loading(self.img_neck, 'img_neck', allow_partial)
         head = dict(pts_bbox_head)
         head.setdefault('train_cfg', train_cfg)
         head.setdefault('test_cfg', test_cfg)

@@ -10,19 +10,22 @@ inference needs no NMS.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdet3d.registry import MODELS, TASK_UTILS
 from mmdet3d.structures import LiDARInstance3DBoxes
 
 from .decoder import CheckpointedDetrDecoder
+from .petrv2_weights import attach_part_loading, published_head_key
 from .position_encoding import MultiViewSinePE, PositionEncoder3D
 from .utils import inverse_sigmoid, normalize_bbox, pos2posemb3d
 
@@ -38,6 +41,14 @@ def _mlp_branch(embed_dims: int, out: int, num_fcs: int, norm: bool) -> nn.Seque
         layers.append(nn.ReLU(inplace=True))
     layers.append(nn.Linear(embed_dims, out))
     return nn.Sequential(*layers)
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_valid(size: int, pad: int, out: int) -> Tensor:
+    """Which of ``out`` cells sample an in-image pixel when ``pad`` pixels (``size`` real)
+    are resized nearest to ``out``: torch's own nearest rule, one axis at a time."""
+    valid = (torch.arange(pad) < size).float().view(1, 1, pad)
+    return F.interpolate(valid, size=out, mode='nearest').view(out) > 0.5
 
 
 class TaskRegBranch(nn.Module):
@@ -83,6 +94,13 @@ class PETRv2Head(BaseModule):
             (PETRv2's ``with_multi``, ``(2, 1, 3, 2, 2)``); ``None``: one MLP.
         mask_outside_keys: also hide from attention the pixels whose frustum
             leaves ``position_range`` (the reference masks padding only).
+        frustum_pixel: ``'corner'`` (published) or ``'center'``; see
+            :mod:`.position_encoding`.
+        with_time: velocity codes are displacements over the frame gap, divided
+            by ``meta['prev_time_gap']`` (seconds) to give m/s, as the published
+            PETRv2 (``with_time=True``); ``False``: velocity regressed directly.
+        allow_partial_weights: accept a checkpoint that covers the head partly
+            (see :mod:`.petrv2_weights`).
         decoder: config of mmdet's ``DetrTransformerDecoder``, plus ``with_cp``
             to checkpoint every layer while training (the recipe's setting).
         train_cfg: ``dict(assigner=...)`` with mmdet's ``HungarianAssigner``.
@@ -96,6 +114,8 @@ class PETRv2Head(BaseModule):
                  with_fpe: bool = True, num_reg_fcs: int = 2, code_size: int = 10,
                  code_weights: Sequence[float] | None = None, with_multiview: bool = False,
                  group_reg_dims: Sequence[int] | None = None, mask_outside_keys: bool = True,
+                 frustum_pixel: Literal['corner', 'center'] = 'corner', with_time: bool = False,
+                 allow_partial_weights: bool = False,
                  decoder: dict | None = None,
                  bbox_coder: dict | None = None,
                  loss_cls: dict = dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0,
@@ -117,7 +137,8 @@ class PETRv2Head(BaseModule):
         self.register_buffer('pc_range', torch.tensor(pc_range, dtype=torch.float32), persistent=False)
         self.input_proj = nn.Conv2d(in_channels, embed_dims, 1)
         self.position_encoder = PositionEncoder3D(embed_dims, position_range, depth_num,
-                                                  depth_start, lid, with_fpe)
+                                                  depth_start, lid, with_fpe, frustum_pixel)
+        self.with_time = with_time
         self.multiview_pe = MultiViewSinePE(embed_dims // 2) if with_multiview else None
         self.adapt_pos3d = nn.Sequential(
             nn.Conv2d(embed_dims * 3 // 2, embed_dims * 4, 1), nn.ReLU(inplace=True),
@@ -148,6 +169,7 @@ class PETRv2Head(BaseModule):
                 dict(type='mmdet.FocalLossCost', weight=2.0),
                 dict(type='BBox3DL1Cost', weight=0.25)])))
         self.test_cfg = test_cfg or {}
+        attach_part_loading(self, 'pts_bbox_head', allow_partial_weights, published_head_key)
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -167,7 +189,8 @@ class PETRv2Head(BaseModule):
         """``feats[0] (B, N, C, H, W)`` -> per-layer ``cls_scores``/``bbox_preds`` (L, B, Q, *)."""
         x = feats[0]
         b, n = x.shape[:2]
-        lidar2img = torch.from_numpy(np.stack([np.asarray(m['lidar2img'], dtype=np.float32)
+        # float64 like the published head: the position encoder inverts it in float64
+        lidar2img = torch.from_numpy(np.stack([np.asarray(m['lidar2img'], dtype=np.float64)
                                                for m in metas])).to(x.device)
         if lidar2img.shape[:2] != (b, n):
             raise ValueError(f'lidar2img has shape {tuple(lidar2img.shape)}, expected ({b}, {n}, 4, 4): '
@@ -190,6 +213,7 @@ class PETRv2Head(BaseModule):
         hidden = self.decoder(query=torch.zeros_like(query_pos), key=memory, value=memory,
                               query_pos=query_pos, key_pos=key_pos,
                               key_padding_mask=masks.flatten(1))
+        gap = self._time_gaps(metas, x.device) if self.with_time else None
         cls_scores, bbox_preds = [], []
         ref_logit = inverse_sigmoid(ref.float())
         r = self.pc_range
@@ -198,23 +222,46 @@ class PETRv2Head(BaseModule):
             tmp = self.reg_branches[lvl](hidden[lvl]).float()
             xy = (tmp[..., 0:2] + ref_logit[..., 0:2]).sigmoid() * (r[3:5] - r[0:2]) + r[0:2]
             z = (tmp[..., 4:5] + ref_logit[..., 2:3]).sigmoid() * (r[5:6] - r[2:3]) + r[2:3]
-            bbox_preds.append(torch.cat([xy, tmp[..., 2:4], z, tmp[..., 5:]], dim=-1))
+            rest = tmp[..., 5:]
+            if gap is not None:  # displacement over the frame gap -> m/s
+                rest = torch.cat([rest[..., :3], rest[..., 3:5] / gap, rest[..., 5:]], dim=-1)
+            bbox_preds.append(torch.cat([xy, tmp[..., 2:4], z, rest], dim=-1))
         return dict(cls_scores=torch.stack(cls_scores), bbox_preds=torch.stack(bbox_preds))
+
+    @staticmethod
+    def _time_gaps(metas: Sequence[dict], device: torch.device) -> Tensor:
+        """``(B, 1, 1)`` seconds between the current and the earlier frame."""
+        gaps = []
+        for meta in metas:
+            if 'prev_time_gap' not in meta:
+                raise ValueError("with_time=True needs meta['prev_time_gap'] (seconds between "
+                                 'the frames; PETRv2NuScenesDataset writes it): add it to '
+                                 "Pack3DDetInputs' meta_keys")
+            gap = float(meta['prev_time_gap'])
+            if not gap > 0:
+                raise ValueError(f'prev_time_gap must be > 0 seconds, got {gap}')
+            gaps.append(gap)
+        return torch.tensor(gaps, dtype=torch.float32, device=device).view(-1, 1, 1)
 
     @staticmethod
     def _padding_mask(metas: Sequence[dict], b: int, n: int, hw: tuple[int, int],
                       pad_hw: tuple[int, int], device: torch.device) -> Tensor:
-        """True on feature pixels that come from padding (per view when shapes differ)."""
-        mask = torch.ones(b, n, *hw, dtype=torch.bool, device=device)
+        """True on feature pixels that come from padding (per view when shapes differ).
+
+        As published: the image-resolution mask (padding True) resized to the
+        feature map by nearest-neighbour sampling, which keeps feature row ``i``
+        iff image row ``floor(i * pad_h / H)`` is inside the image.
+        """
+        mask = torch.ones(b, n, *hw, dtype=torch.bool)
         for i, meta in enumerate(metas):
             shapes = meta.get('img_shape', pad_hw)
             if not isinstance(shapes[0], (list, tuple)):
                 shapes = [shapes] * n
             for j, (h, w) in enumerate(s[:2] for s in shapes[:n]):
-                mh = max(1, round(hw[0] * min(h, pad_hw[0]) / pad_hw[0]))
-                mw = max(1, round(hw[1] * min(w, pad_hw[1]) / pad_hw[1]))
-                mask[i, j, :mh, :mw] = False
-        return mask
+                rows = _nearest_valid(int(h), int(pad_hw[0]), hw[0])
+                cols = _nearest_valid(int(w), int(pad_hw[1]), hw[1])
+                mask[i, j] = ~(rows[:, None] & cols[None, :])
+        return mask.to(device)
 
     # ------------------------------------------------------------------- losses
     def _targets_single(self, cls_score: Tensor, bbox_pred: Tensor, gt: InstanceData

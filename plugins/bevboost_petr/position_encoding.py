@@ -6,11 +6,21 @@ Every feature-map pixel is lifted to ``depth_num`` points along its camera ray
 both frames share one 3D space), normalized to ``position_range`` and embedded
 by a 1x1-conv MLP. PETRv2's feature-guided encoder (FPE) gates the embedding
 with a sigmoid of the image features. The geometry runs in fp32 even under
-autocast: bf16/fp16 cannot resolve 60 m depths after a 4x4 inverse.
+autocast: bf16/fp16 cannot resolve 60 m depths after a 4x4 inverse; the
+inverse itself is taken in float64 and rounded to fp32, as published.
+
+Frustum grid: feature pixel ``(i, j)`` of an ``H x W`` map over a padded
+``pad_h x pad_w`` image looks along the ray through image pixel
+``(j * pad_w / W, i * pad_h / H)`` (``frustum_pixel='corner'``, the published
+convention: the top-left corner of the feature pixel's footprint). ``'center'``
+uses ``((j + 0.5) * pad_w / W, (i + 0.5) * pad_h / H)``, the footprint's centre:
+the rays move by half a feature pixel (8 image pixels at stride 16), which
+changes the embedding a published head was trained on (docs/petrv2.md gives
+the measured effect); it is only for models trained with it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,11 +51,17 @@ class PositionEncoder3D(nn.Module):
         depth_start: nearest depth in meters.
         lid: linear-increasing depth bins (denser near the camera).
         with_fpe: feature-guided gating (PETRv2).
+        frustum_pixel: ``'corner'`` (published) or ``'center'`` image position of
+            each feature pixel's ray (see the module docstring).
     """
 
     def __init__(self, embed_dims: int, position_range: Sequence[float], depth_num: int = 64,
-                 depth_start: float = 1.0, lid: bool = True, with_fpe: bool = True) -> None:
+                 depth_start: float = 1.0, lid: bool = True, with_fpe: bool = True,
+                 frustum_pixel: Literal['corner', 'center'] = 'corner') -> None:
         super().__init__()
+        if frustum_pixel not in ('corner', 'center'):
+            raise ValueError(f"frustum_pixel must be 'corner' or 'center', got {frustum_pixel!r}")
+        self.pixel_offset = 0.5 if frustum_pixel == 'center' else 0.0
         if len(position_range) != 6:
             raise ValueError(f'position_range needs 6 values, got {list(position_range)}')
         if depth_num < 1:
@@ -71,12 +87,14 @@ class PositionEncoder3D(nn.Module):
         """Normalized 3D points ``(B*N, D*3, H, W)`` and out-of-range mask ``(B*N, H, W)``."""
         h, w = feat_hw
         device = lidar2img.device
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * pad_hw[0] / h
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * pad_hw[1] / w
+        off = self.pixel_offset
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + off) * pad_hw[0] / h
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + off) * pad_hw[1] / w
         ds = self.depth_bins(device)
         v, u, d = torch.meshgrid(ys, xs, ds, indexing='ij')  # (H, W, D)
         pts = torch.stack([u * d, v * d, d, torch.ones_like(d)], dim=-1)  # (H, W, D, 4)
-        img2lidar = torch.linalg.inv(lidar2img.float().flatten(0, 1))  # (BN, 4, 4)
+        # float64 inverse, then fp32 like the points (the published np.linalg.inv)
+        img2lidar = torch.linalg.inv(lidar2img.double().flatten(0, 1)).float()  # (BN, 4, 4)
         xyz = torch.einsum('bij,hwdj->bhwdi', img2lidar, pts)[..., :3]
         r = self.position_range
         xyz = (xyz - r[:3]) / (r[3:] - r[:3])

@@ -50,7 +50,8 @@ def test_every_trainable_parameter_of_the_v299_recipe_gets_a_gradient():
     views, h, w = 2, 64, 160
     sample = Det3DDataSample(metainfo=dict(
         lidar2img=np.stack([_camera(np.pi * i, w, h) for i in range(views)]), img_shape=(h, w),
-        pad_shape=(h, w), batch_input_shape=(h, w), box_type_3d=LiDARInstance3DBoxes))
+        pad_shape=(h, w), batch_input_shape=(h, w), box_type_3d=LiDARInstance3DBoxes,
+        prev_time_gap=0.5))
     box = torch.tensor([[10.0, 1.0, -1.0, 4.0, 1.8, 1.5, 0.3, 1.0, 0.0]])
     sample.gt_instances_3d = InstanceData(
         bboxes_3d=LiDARInstance3DBoxes(box, box_dim=9),

@@ -14,7 +14,8 @@ num_views = 12  # 6 cameras x (current, previous)
 ida_aug_conf = dict(final_dim=(320, 800), resize_lim=(0.94, 1.25), bot_pct_lim=(0.0, 0.0),
                     rand_flip=True)
 meta_keys = ('img_path', 'ori_shape', 'img_shape', 'pad_shape', 'lidar2img', 'cam2img',
-             'box_type_3d', 'sample_idx', 'token', 'timestamp', 'num_views', 'has_prev_frame')
+             'box_type_3d', 'sample_idx', 'token', 'timestamp', 'num_views', 'has_prev_frame',
+             'prev_time_gap')
 data_prefix = dict(
     pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP',
     CAM_FRONT='samples/CAM_FRONT', CAM_FRONT_LEFT='samples/CAM_FRONT_LEFT',

@@ -33,6 +33,8 @@ model = dict(
         with_multiview=True,  # + (view, row, column) sine encoding, as published
         group_reg_dims=(2, 1, 3, 2, 2),  # per-task regression heads (with_multi)
         mask_outside_keys=False,  # the published model masks padding only
+        frustum_pixel='corner',  # the published frustum grid (see docs/petrv2.md)
+        with_time=True,  # velocity = displacement / frame gap, as published
         code_weights=[1.0] * 10,  # the published PETRv2 config weighs velocity fully
         decoder=dict(
             num_layers=6,
