@@ -28,6 +28,15 @@ from torch import Tensor, nn
 from .utils import inverse_sigmoid
 
 
+def img2lidar_matrices(lidar2img: Tensor) -> Tensor:
+    """``(..., 4, 4)`` lidar2img -> fp32 img2lidar, inverted in float64 (as published).
+
+    A camera matrix mixes focal lengths of ~1000 with unit rotations, so an fp32
+    inverse loses about three digits; the float64 inverse rounded to fp32 does not.
+    """
+    return torch.linalg.inv(lidar2img.double()).float()
+
+
 class FeatureGuidedPE(nn.Module):
     """``pe * sigmoid(MLP(feat))``: image features say which 3D hypotheses matter."""
 
@@ -93,8 +102,7 @@ class PositionEncoder3D(nn.Module):
         ds = self.depth_bins(device)
         v, u, d = torch.meshgrid(ys, xs, ds, indexing='ij')  # (H, W, D)
         pts = torch.stack([u * d, v * d, d, torch.ones_like(d)], dim=-1)  # (H, W, D, 4)
-        # float64 inverse, then fp32 like the points (the published np.linalg.inv)
-        img2lidar = torch.linalg.inv(lidar2img.double().flatten(0, 1)).float()  # (BN, 4, 4)
+        img2lidar = img2lidar_matrices(lidar2img.flatten(0, 1))  # (BN, 4, 4)
         xyz = torch.einsum('bij,hwdj->bhwdi', img2lidar, pts)[..., :3]
         r = self.position_range
         xyz = (xyz - r[:3]) / (r[3:] - r[:3])

@@ -55,3 +55,14 @@ def test_single_frame_mode_and_bad_args(synth_root):
     assert len(ds.get_data_info(0)['images']) == 6
     with pytest.raises(ValueError, match='num_prev_frames'):
         _dataset(synth_root, 'nuscenes_infos_val.pkl', num_prev_frames=3)
+
+
+def test_frame_gap_is_the_camera_timestamp_difference(synth_root):
+    ds = _dataset(synth_root, 'nuscenes_infos_train.pkl', empty_time_gap=1.245)
+    gaps = [(ds.get_data_info(i)['has_prev_frame'], ds.get_data_info(i)['prev_time_gap'])
+            for i in range(len(ds))]
+    # the synthetic key frames are 0.5 s apart; a scene's first sample takes empty_time_gap
+    assert gaps[0] == (False, 1.245)
+    assert all(has and abs(gap - 0.5) < 1e-6 for has, gap in gaps[1:]), gaps
+    with pytest.raises(ValueError, match='empty_time_gap'):
+        _dataset(synth_root, 'nuscenes_infos_train.pkl', empty_time_gap=0)
