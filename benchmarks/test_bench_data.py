@@ -77,19 +77,65 @@ MIN_SPEEDUP = {('petrv2-320x800', 'train'): 5.0, ('petrv2-320x800', 'test'): 7.0
 #: the compute benchmarks in the same process; a ~0.1 ms path moves with the process's state
 MIN_WORKER_SIDE_SPEEDUP = 104.0
 #: the pixel tolerance of reduced decode vs the stock chain (held in tests/data/test_fold.py)
-TOLERANCE = 'mean |diff| <= 1.0 grey levels, p99 <= 6 (with rotation: 2.0 / 20)'
+TOLERANCE = 'every view: mean |diff| <= 1.0 grey levels, p99 <= 8'
 STEP_S = 0.5  # a training step to feed, for the cores-per-GPU figure
 IMAGES_PER_GPU_STEP = {'petrv2-320x800': 12, 'bevfusion-256x704': 4 * 6}  # 1 x 6 cams x 2 frames
 
 
-def stock_chain(aug_cfg: dict):
-    """mmdet3d's loader from the wheel (``to_float32=True`` as configs use it) + the model's own
-    resize transform."""
+#: the stock loader each model's config uses
+STOCK_LOADERS = {'petrv2-320x800': 'LoadMultiViewImageFromFiles',
+                 'bevfusion-256x704': 'BEVLoadMultiViewImageFromFiles'}
+#: kit CPU-ms / bare reduced decode CPU-ms (read + libjpeg-turbo at the kit's DCT scale, nothing
+#: else): the goal is <= 1.3x. Held as the decode's share of the kit's CPU (bare / kit), which
+#: must stay above 0.8x the lowest share measured in full runs (docs/data.md)
+MIN_DECODE_SHARE = 0.60
+
+
+def stock_chain(model: str, aug_cfg: dict):
+    """The model's stock loader (mmdet3d's from the wheel, or BEVFusion's from the checkout /
+    its stand-in; ``to_float32=True`` as configs use it) + the model's own resize transform."""
     from mmdet3d.datasets.transforms import LoadMultiViewImageFromFiles
     from tests.data.stock_aug import stock_transform
-    load = LoadMultiViewImageFromFiles(to_float32=True, num_views=6)
+    if STOCK_LOADERS[model] == 'LoadMultiViewImageFromFiles':
+        load = LoadMultiViewImageFromFiles(to_float32=True, num_views=6)
+    else:
+        load = stock_transform(STOCK_LOADERS[model])(to_float32=True, color_type='color')
     aug = stock_transform(aug_cfg['type'])(**{k: v for k, v in aug_cfg.items() if k != 'type'})
     return lambda results: aug(load(results))
+
+
+def kit_chain(model: str, aug_cfg: dict, **options):
+    """What the fast-decode boost makes of the same pair (``rewrite_pipeline``), built."""
+    from mmengine.dataset import Compose
+    from bevboost.data.fold import rewrite_pipeline
+    pipe = [dict(type=STOCK_LOADERS[model], to_float32=True), dict(aug_cfg)]
+    rewrite_pipeline(pipe, dict(backend='cpu', **options))
+    assert [p['type'] for p in pipe] == ['FastLoadMultiViewImageFromFiles'], pipe
+    return Compose(pipe)
+
+
+def bare_decode(model: str, aug_cfg: dict):
+    """Read each file and decode it at the DCT scale the kit picks for the largest resize
+    the transform can draw (1/2 for these configs), nothing more: the floor."""
+    import simplejpeg
+    from bevboost.data.decode import reduction_for
+    from bevboost.data.fold import fold_options
+    opts = fold_options(aug_cfg)
+    colorspace = 'RGB' if STOCK_LOADERS[model].startswith('BEV') else 'BGR'
+
+    def decode(results: dict) -> dict:
+        imgs = []
+        for cam in results['images'].values():
+            with open(cam['img_path'], 'rb') as f:
+                data = f.read()
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            fh, fw = opts['final_dim']
+            top = max(opts['resize_lim']) if opts['resize_lim'] else max(fh / h, fw / w)
+            d = reduction_for((h, w), (int(h * top), int(w * top)), 1.25)
+            imgs.append(simplejpeg.decode_jpeg(data, colorspace=colorspace,
+                                               min_height=-(-h // d), min_width=-(-w // d)))
+        return dict(img=imgs)
+    return decode
 
 
 def _cpu_ms_per_image(fn, samples: list[dict]) -> float:
@@ -101,21 +147,22 @@ def _cpu_ms_per_image(fn, samples: list[dict]) -> float:
     return (time.process_time() - t0) * 1e3 / n
 
 
-def _paths(aug_cfg: dict) -> dict:
-    from bevboost.data.fold import fold_options
+def _paths(model: str, aug_cfg: dict) -> dict:
     from bevboost.data.main_decode import BatchDecoder
-    options = fold_options(aug_cfg)
-    worker_side = FastLoadMultiViewImageFromFiles(decode='main', **options)
+    worker_side = kit_chain(model, aug_cfg, decode='main')
     decoder = BatchDecoder('cpu')
 
     def main_cpu_form(results):  # what the training process does per sample without a GPU
         job = results['img_jpeg']
         return dict(img=decoder(job['blobs'], job['plans'], torch.device('cpu'),
                                 job['channel_order'], job['max_upsample']))
+    full = kit_chain(model, aug_cfg, decode='worker')
+    full.transforms[0].dct_scaling, full.transforms[0].max_upsample = False, 1.0
     return {
-        'stock (exact)': stock_chain(aug_cfg),
-        'kit full decode': FastLoadMultiViewImageFromFiles(dct_scaling=False, **options),
-        'kit reduced decode': FastLoadMultiViewImageFromFiles(**options),
+        'stock (exact)': stock_chain(model, aug_cfg),
+        'kit full decode': full,
+        'kit reduced decode': kit_chain(model, aug_cfg, decode='worker'),
+        'bare reduced decode': bare_decode(model, aug_cfg),
         'main-decode, worker side': worker_side,
         'main-decode, main side (CPU form)': lambda r: main_cpu_form(worker_side(r)),
     }
@@ -126,38 +173,49 @@ def _paths(aug_cfg: dict) -> dict:
 @pytest.mark.parametrize('model', sorted(STOCK_AUGS))
 def test_cpu_ms_per_image_vs_stock(samples, benchmark, model, phase):
     """CPU-ms per camera image, every path side by side in interleaved rounds."""
-    paths = _paths(STOCK_AUGS[model][phase == 'train'])
+    paths = _paths(model, STOCK_AUGS[model][phase == 'train'])
     for fn in paths.values():
         _cpu_ms_per_image(fn, samples[:1])  # warm-up
     ms = {name: [] for name in paths}
-    for _ in range(ROUNDS):
-        for name, fn in paths.items():
-            ms[name].append(_cpu_ms_per_image(fn, samples))
+    for r in range(ROUNDS):
+        for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):  # order alternating
+            ms[name].append(_cpu_ms_per_image(paths[name], samples))
     med = {name: statistics.median(v) for name, v in ms.items()}
     spread = {name: max(v) - min(v) for name, v in ms.items()}
+    # per round, side by side: the kit's CPU over the bare decode's
+    over_bare = [k / b for k, b in zip(ms['kit reduced decode'], ms['bare reduced decode'])]
+    over_bare_med = statistics.median(over_bare)
     benchmark.pedantic(paths['kit reduced decode'], args=(copy.deepcopy(samples[0]),),
                        rounds=3, iterations=1)
     speedup = med['stock (exact)'] / med['kit reduced decode']
     cores = {name: med[name] * IMAGES_PER_GPU_STEP[model] / (STEP_S * 1e3) for name in med}
     benchmark.extra_info.update(cpu_ms_per_image=med, spread_ms=spread, speedup=speedup,
+                                kit_over_bare_decode=dict(median=over_bare_med,
+                                                          low=min(over_bare),
+                                                          high=max(over_bare)),
                                 cores_per_gpu_at_step_s=dict(step_s=STEP_S, **cores),
                                 reduced_decode_tolerance=TOLERANCE)
     for name in paths:
         logger.warning('%s %s: %-34s %7.2f CPU-ms/image (spread %.2f) %6.1fx  %.2f cores/GPU '
                        'at %.1f s/step', model, phase, name, med[name], spread[name],
                        med['stock (exact)'] / med[name], cores[name], STEP_S)
+    logger.warning('%s %s: kit / bare reduced decode %.2fx (rounds %.2f-%.2f)', model, phase,
+                   over_bare_med, min(over_bare), max(over_bare))
     assert speedup >= MIN_SPEEDUP[(model, phase)], f'{model} {phase}: {speedup:.1f}x'
     worker_side = med['stock (exact)'] / med['main-decode, worker side']
     assert worker_side >= MIN_WORKER_SIDE_SPEEDUP, f'{model} {phase}: {worker_side:.0f}x'
     # full decode still folds the resize (no float32, no PIL): it must beat the stock path too
     assert med['kit full decode'] < med['stock (exact)']
+    assert 1 / over_bare_med >= MIN_DECODE_SHARE, (
+        f'{model} {phase}: kit {over_bare_med:.2f}x a bare decode; floor '
+        f'{1 / MIN_DECODE_SHARE:.2f}x')
 
 
 @pytest.mark.mmdet3d
 @pytest.mark.parametrize('model', sorted(STOCK_AUGS))
 def test_bytes_per_sample_across_the_worker_boundary(samples, benchmark, model):
     """Pickled image payload of one sample, as a DataLoader worker sends it."""
-    paths = _paths(STOCK_AUGS[model][True])
+    paths = _paths(model, STOCK_AUGS[model][True])
     sizes = {}
     for name, key in (('stock (exact)', 'float32'), ('kit reduced decode', 'uint8'),
                       ('main-decode, worker side', 'encoded')):
