@@ -169,7 +169,17 @@ class PETRv2Head(BaseModule):
                 dict(type='mmdet.FocalLossCost', weight=2.0),
                 dict(type='BBox3DL1Cost', weight=0.25)])))
         self.test_cfg = test_cfg or {}
+        self._register_load_state_dict_pre_hook(self._warn_published_velocity, with_module=False)
         attach_part_loading(self, 'pts_bbox_head', allow_partial_weights, published_head_key)
+
+    def _warn_published_velocity(self, state_dict, prefix, *args) -> None:
+        """A published PETRv2 head regresses displacement over the frame gap."""
+        if not self.with_time and any(k.startswith(prefix + 'transformer.decoder.')
+                                      for k in state_dict):
+            logger.warning('%s: loading a published PETRv2 head with with_time=False: its '
+                           'velocity codes are displacements over the frame gap, so velocities '
+                           'come out multiplied by the gap (set with_time=True, as published)',
+                           prefix.rstrip('.') or 'pts_bbox_head')
 
     def init_weights(self) -> None:
         super().init_weights()

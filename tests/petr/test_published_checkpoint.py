@@ -185,3 +185,13 @@ def test_kit_checkpoints_round_trip_unchanged():
     dst.load_state_dict(src.state_dict(), strict=True)
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_published_head_into_a_head_without_with_time_warns(caplog):
+    state = {k[len('pts_bbox_head.'):]: v for k, v in published_neck_head().items()
+             if k.startswith('pts_bbox_head.')}
+    with caplog.at_level(logging.WARNING, logger='bevboost_petr.petrv2_head'):
+        _small_head(with_time=True).load_state_dict(dict(state))
+        assert not caplog.records
+        _small_head(with_time=False).load_state_dict(dict(state))
+    assert 'velocities come out multiplied by the gap' in caplog.text
