@@ -14,6 +14,7 @@ from mmengine.config import Config
 
 from bevboost.boosts import apply_boosts, available_boosts
 from bevboost.planning import config_diff
+from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN
 from bevboost.testing.toy import toy_config
 
 USER_WRAPPER = dict(type='AmpOptimWrapper', dtype='float16', loss_scale=512.,
@@ -47,7 +48,13 @@ def test_every_registered_boost_is_covered():
         assert not any(k.startswith('optim_wrapper') for k in available_boosts()[name].card.changes)
 
 
-@pytest.mark.parametrize('name', sorted(SPECS))
+#: compile=model on this SGD-momentum config needs torch 2.2 (refused by name before)
+TORCH_FLOORS = {'compile': pytest.mark.torch_min(COMPILE_SGD_MOMENTUM_MIN,
+                                                 'compile=model with SGD momentum')}
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=TORCH_FLOORS.get(n, ()))
+                                  for n in sorted(SPECS)])
 def test_a_boost_rewrites_only_its_cards_keys_and_keeps_user_settings(tmp_path, name):
     before = _user_config(tmp_path)
     after = apply_boosts(before, [SPECS[name]])

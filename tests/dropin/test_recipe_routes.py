@@ -21,6 +21,7 @@ from mmengine.runner import Runner
 
 from bevboost.cli.main import main as cli
 from bevboost.engine.recipe_check import RecipeMismatchError
+from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
 
 from tests.dropin.test_dropin import train_fresh
@@ -174,6 +175,7 @@ def test_amp_flag_on_a_kit_config_uses_the_kits_wrapper(launched):
                for n in run['launch_notes'])
 
 
+@pytest.mark.torch_min(CPU_FP16_MIN, 'fp16 on CPU')
 def test_a_users_static_loss_scale_is_kept(launched):
     run = _ok(launched['static loss scale + accum'])
     assert run['wrapper'] == 'BoostAmpOptimWrapper' and run['cast_dtype'] == 'torch.float16'
