@@ -66,3 +66,14 @@ def test_frame_gap_is_the_camera_timestamp_difference(synth_root):
     assert all(has and abs(gap - 0.5) < 1e-6 for has, gap in gaps[1:]), gaps
     with pytest.raises(ValueError, match='empty_time_gap'):
         _dataset(synth_root, 'nuscenes_infos_train.pkl', empty_time_gap=0)
+
+
+def test_packed_samples_carry_the_frame_gap_to_the_head(synth_root, tmp_path, make_tiny_config):
+    import bevboost_petr  # noqa: F401
+    from mmengine.registry import init_default_scope
+    from mmdet3d.registry import DATASETS
+    init_default_scope('mmdet3d')
+    cfg = make_tiny_config(synth_root, tmp_path, max_iters=1)
+    ds = DATASETS.build(cfg.train_dataloader.dataset)
+    metas = [ds[i]['data_samples'].metainfo for i in range(2)]
+    assert len(metas) == 2 and all(abs(m['prev_time_gap'] - 0.5) < 1e-6 for m in metas)
