@@ -35,7 +35,8 @@ from typing import Callable
 from mmengine.logging import print_log
 from torch import nn
 
-_LAYER = re.compile(r'transformer\.decoder\.layers\.(\d+)\.(attentions\.[01]|ffns\.0|norms\.\d+)\.(.+)')
+_LAYER = re.compile(r'transformer\.decoder\.layers\.(\d+)\.'
+                    r'(attentions\.[01]|ffns\.0|norms\.\d+)\.(.+)')
 _ATTN = {'attentions.0': 'self_attn', 'attentions.1': 'cross_attn', 'ffns.0': 'ffn'}
 _SHARED_REG = re.compile(r'reg_branches\.(\d+)\.reg_branch\.(\d+)\.(.+)')
 _PREFIXES = {

@@ -103,7 +103,8 @@ def _metas(gap=None, n=12):
         ext = np.eye(4)
         c, s = np.cos(a), np.sin(a)
         ext[:3, :3] = [[-s, c, 0], [0, 0, -1], [c, s, 0]]
-        mats.append(np.array([[100., 0, 128, 0], [0, 100, 48, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ ext)
+        cam = np.array([[100., 0, 128, 0], [0, 100, 48, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        mats.append(cam @ ext)
     meta = dict(lidar2img=np.stack(mats), img_shape=(96, 256), pad_shape=(96, 256),
                 batch_input_shape=(96, 256))
     if gap is not None:
