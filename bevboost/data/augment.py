@@ -157,8 +157,10 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
     zero fill into every edge pixel and put rotated views out of tolerance.
     After a reduced-scale decode the residual resize is within 2x, where bilinear
     stays close to PIL's filtered resize at a fraction of its cost (INTER_AREA
-    beyond 2x). Flip is folded into the rotation's warp (one pass) or done by
-    ``cv2.flip``; a crop inside the image is a view, not a copy.
+    beyond 2x). No pass more than needed: crop, flip and rotation are one warp
+    from the crop's part inside the image (outside it both sides are zero), a
+    flip alone is ``cv2.flip``, and an unflipped crop inside the image is
+    returned as a view of the resized frame (no copy).
     """
     new_w, new_h = p.resize_dims
     if img.shape[:2] != (new_h, new_w):
@@ -166,22 +168,24 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
         img = cv2.resize(img, (new_w, new_h),
                          interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
     x0, y0, x1, y1 = p.crop
-    if x0 >= 0 and y0 >= 0 and x1 <= new_w and y1 <= new_h:
+    w, h = x1 - x0, y1 - y0
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, new_w), min(y1, new_h)
+    if p.rotate and sx1 > sx0 and sy1 > sy0:
+        # view pixels -> crop pixels (translate), flip, rotate about the centre: one warp.
+        # PIL rotates about (w/2, h/2) in pixel-corner coordinates: (w-1)/2 in OpenCV's
+        m = np.array([[1.0, 0.0, sx0 - x0], [0.0, 1.0, sy0 - y0], [0.0, 0.0, 1.0]])
+        if p.flip:
+            m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+        rot = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), p.rotate, 1.0),
+                         [0.0, 0.0, 1.0]])
+        return cv2.warpAffine(img[sy0:sy1, sx0:sx1], (rot @ m)[:2], (w, h),
+                              flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    if (sx0, sy0, sx1, sy1) == (x0, y0, x1, y1):
         img = img[y0:y1, x0:x1]
     else:
         img = crop_padded(img, p.crop)
-    if p.rotate:
-        h, w = img.shape[:2]
-        # PIL rotates about (w/2, h/2) in pixel-corner coordinates: (w-1)/2 in OpenCV's
-        m = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), p.rotate, 1.0),
-                       [0.0, 0.0, 1.0]])
-        if p.flip:
-            m = m @ np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        return cv2.warpAffine(img, m[:2], (w, h), flags=cv2.INTER_NEAREST,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if p.flip:
-        return cv2.flip(img, 1)
-    return np.ascontiguousarray(img)
+    return cv2.flip(img, 1) if p.flip else img
 
 
 def crop_padded(img: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
