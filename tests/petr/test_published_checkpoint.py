@@ -195,3 +195,20 @@ def test_published_head_into_a_head_without_with_time_warns(caplog):
         assert not caplog.records
         _small_head(with_time=False).load_state_dict(dict(state))
     assert 'velocities come out multiplied by the gap' in caplog.text
+
+
+def test_runner_load_checkpoint_used_by_load_from_and_resume_refuses_too(tmp_path):
+    """``Runner.load_from`` and ``Runner.resume`` both load through ``Runner.load_checkpoint``."""
+    from mmengine.runner import Runner
+    state = {k: v for k, v in published_neck_head().items() if k.startswith('pts_bbox_head.')}
+    good, bad = tmp_path / 'good.pth', tmp_path / 'bad.pth'
+    torch.save({'state_dict': state, 'meta': {}}, good)
+    torch.save({'state_dict': {k.replace('.ffns.0.', '.ffn_x.'): v for k, v in state.items()},
+                'meta': {}}, bad)
+    runner = Runner(model=_Detector(), work_dir=str(tmp_path / 'work'))
+    runner.load_checkpoint(str(good))
+    torch.testing.assert_close(runner.model.pts_bbox_head.decoder.post_norm.weight,
+                               state['pts_bbox_head.transformer.decoder.post_norm.weight'],
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match='covers 309 of 333'):
+        runner.load_checkpoint(str(bad))
