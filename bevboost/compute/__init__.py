@@ -1,7 +1,7 @@
 """Exact compute boosts: ``compile``, ``fused-optim``, ``channels-last``, ``loader``.
 
 Each switches on a lever PyTorch or mmengine already has (mmengine's
-``compile`` key / ``nn.Module.compile``, the optimizers' ``fused`` and
+``compile`` key / ``torch.compile`` in place, the optimizers' ``fused`` and
 ``foreach`` implementations, ``channels_last`` memory format, DataLoader
 worker settings), refuses where it cannot apply, and logs every fallback
 through mmengine's logger. One module per boost; importing this package

@@ -5,9 +5,10 @@ Whole model (``compile=model``; the default for models without an
 compile ``model.train_step`` as it always does. mmengine has no scope, so a
 scoped compile (``compile=backbone``, the default for camera detectors, or
 ``compile=img_backbone/img_neck``) leaves ``cfg.compile`` unset and compiles
-the named submodules in place with ``nn.Module.compile`` at ``before_train``:
-parameter names and checkpoints stay as they are (no ``_orig_mod.`` prefix),
-and the data samples, the Hungarian matcher's CPU work and the head's
+the named submodules' forward in place at ``before_train``
+(:func:`~bevboost.seams.torch_compat.compile_in_place`; ``nn.Module.compile`` traces
+nothing of an ``nn.Sequential`` on torch 2.13): parameter names and checkpoints stay as
+they are (no ``_orig_mod.`` prefix), and the data samples, the Hungarian matcher's CPU work and the head's
 box-count-dependent shapes stay outside the graphs (with torch 2.13 and
 mmengine 0.10.7 the whole PETRv2 train_step does not compile: dynamo fails on
 ``Det3DDataSample.set_metainfo`` deep-copying numpy metadata). Either way
@@ -29,7 +30,8 @@ from mmengine.registry import HOOKS, OPTIMIZERS
 
 from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, add_custom_hook, register_boost
 from bevboost.compute._common import log, module_names, submodules
-from bevboost.seams.torch_compat import check_compile_train_step
+from bevboost.seams.torch_compat import (check_compile_train_step, compile_in_place,
+                                         dynamo_graph_count, eager_runs, is_compiled_in_place)
 
 #: ``compile=backbone``: the camera backbone and neck, as mmdet3d detectors name them
 BACKBONE_SCOPE = ('img_backbone', 'img_neck')
@@ -84,8 +86,14 @@ def is_compiled_function(fn: Callable) -> bool:
 
 
 def is_compiled_module(module: torch.nn.Module) -> bool:
-    """True after ``module.compile()`` (the one place that reads nn.Module's private slot)."""
-    return getattr(module, '_compiled_call_impl', None) is not None
+    """True after ``module.compile()`` or the scoped compile (marked only: whether dynamo
+    traced it shows in :func:`~bevboost.seams.torch_compat.eager_runs`)."""
+    return is_compiled_in_place(module)
+
+
+def ran_eagerly(modules: dict[str, torch.nn.Module]) -> dict[str, int]:
+    """name -> calls that ran eagerly, for the scoped-compiled modules that did."""
+    return {n: runs for n, m in modules.items() if (runs := eager_runs(m) or 0) > 0}
 
 
 def _check_optimizer_compiles(cfg: Config) -> None:
@@ -129,8 +137,13 @@ def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
 class CompileTimingHook(Hook):
     """Compiles the named submodules (scoped compile) and logs compile vs steady-state time.
 
+    The scoped compile goes through :func:`~bevboost.seams.torch_compat.compile_in_place`
+    (``nn.Module.compile`` leaves torch's own containers, ``nn.Sequential``, untraced on
+    torch 2.13). After the first iteration a compiled module that ran eagerly (dynamo
+    disabled, failing, out of recompiles) stops the run with :class:`BoostNotInEffect`.
+
     Args:
-        modules: submodule names to compile with ``nn.Module.compile``; None
+        modules: submodule names to compile in place; None
             when mmengine's ``compile`` key compiles the whole ``train_step``.
         compile_cfg: ``torch.compile`` options for the scoped compile.
     """
@@ -143,14 +156,19 @@ class CompileTimingHook(Hook):
         self.compile_cfg = _compile_kwargs(dict(compile_cfg or {}))
         self._iter_start = 0.0
         self.first_iter_s: float | None = None
+        #: graphs dynamo captured from before_train to the end of the first iteration
+        #: (0 where all came from dynamo's cache, as for a second run in one process)
+        self.first_iter_graphs: int | None = None
+        self._graphs_before = 0
         self.steady_iter_s: list[float] = []
 
     def before_train(self, runner) -> None:
+        self._graphs_before = dynamo_graph_count()
         if self.modules is None:
             return
         for name, module in submodules(runner.model, self.modules, boost='compile').items():
-            module.compile(**self.compile_cfg)
-        log(f'compile: compiled {list(self.modules)} with nn.Module.compile '
+            compile_in_place(module, **self.compile_cfg)
+        log(f'compile: compiled {list(self.modules)} in place (as nn.Module.compile) '
             f'{self.compile_cfg or "(defaults)"}; the first iteration compiles them')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
@@ -161,6 +179,14 @@ class CompileTimingHook(Hook):
         if self.first_iter_s is None:
             self.first_iter_s = elapsed
             runner.message_hub.update_info('compile/first_iter_s', elapsed)
+            self.first_iter_graphs = dynamo_graph_count() - self._graphs_before
+            if self.modules is not None:
+                eager = ran_eagerly(submodules(runner.model, self.modules, boost='compile'))
+                if eager:
+                    raise BoostNotInEffect(
+                        f'compile: {eager} ran eagerly in the first iteration (calls outside '
+                        "dynamo's compiled code: dynamo disabled, e.g. TORCHDYNAMO_DISABLE=1, "
+                        'or it failed to compile them; see the log above)')
             return
         if len(self.steady_iter_s) < STEADY_ITERS:
             self.steady_iter_s.append(elapsed)
@@ -216,4 +242,11 @@ class CompileBoost(Boost):
         if plain:
             raise BoostNotInEffect(f'compile: {plain} not compiled (CompileTimingHook '
                                    'compiles them at before_train)')
-        return f'compiled {list(scope)} (nn.Module.compile)'
+        eager = ran_eagerly(found)
+        if eager:
+            raise BoostNotInEffect(f"compile: {eager} ran eagerly (calls outside dynamo's "
+                                   'compiled code)')
+        if hook.first_iter_s is None:
+            return f'compiled {list(scope)} in place (traced at the first iteration)'
+        return (f'compiled {list(scope)} in place: no eager call; {hook.first_iter_graphs} '
+                'graph(s) captured in the first iteration')

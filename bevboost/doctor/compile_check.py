@@ -1,9 +1,9 @@
 """``torch.compile`` on the device through the kit's scoped compile (:class:`CompileTimingHook`
-compiles a named submodule in place with ``nn.Module.compile``), against the same model eager.
+compiles a named submodule's forward in place), against the same model eager.
 
-The probe's backbone is a module class of its own: dynamo does not trace the
-``forward`` of torch's built-in containers (``nn.Sequential``) compiled this
-way, so the check also asserts that dynamo captured a graph at all.
+``nn.Module.compile`` itself leaves torch's built-in containers (``nn.Sequential``)
+untraced on torch 2.13 (the kit compiles through an extra frame of its own), so the check
+also asserts that dynamo captured a graph at all.
 """
 from __future__ import annotations
 
@@ -20,13 +20,11 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def dynamo_graphs() -> int:
-    """Graphs dynamo has captured in this process so far.
-
-    ``torch._dynamo.utils.counters`` is torch-internal (checked on torch 2.13);
-    this is the one place the kit reads it (tests/doctor pins it).
-    """
-    from torch._dynamo.utils import counters
-    return int(counters['stats']['unique_graphs'])
+    """Graphs dynamo has captured in this process so far (the torch-internal read lives in
+    :func:`bevboost.seams.torch_compat.dynamo_graph_count`; tests/doctor and tests/seams
+    pin it)."""
+    from bevboost.seams.torch_compat import dynamo_graph_count
+    return dynamo_graph_count()
 
 
 def _probe(device):
@@ -89,7 +87,7 @@ def _full_fp32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-@register('compile', 'CompileTimingHook scoped compile (nn.Module.compile, inductor) of a '
+@register('compile', 'CompileTimingHook scoped compile (in place, inductor) of a '
           f'probe backbone on the device, {ITERS} SGD steps vs the same model eager',
           f'losses and weights allclose(rtol={RTOL}, atol={ATOL}); dynamo captured >= 1 graph')
 def check_compile(ctx: Context, device) -> Outcome:

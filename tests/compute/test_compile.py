@@ -7,9 +7,9 @@ import torch
 from mmengine.config import Config
 
 from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
-from bevboost.compute.compile_model import STEADY_ITERS, is_compiled_module
+from bevboost.compute.compile_model import STEADY_ITERS, CompileTimingHook, is_compiled_module
 from bevboost.runner_utils import runner_from_cfg
-from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN
+from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, dynamo_graph_count, eager_runs
 from bevboost.testing.toy import toy_config
 from tests.compute.helpers import ADAMW, log_text, train_toy
 from tests.engine.runner_helpers import assert_params_close, params_of
@@ -46,21 +46,47 @@ def test_whole_model_compiled_by_mmengine_matches_eager(tmp_path):
 
 
 def test_scoped_compile_compiles_only_the_named_modules_in_place(tmp_path):
+    """The toy's img_backbone is an ``nn.Sequential``: ``nn.Module.compile`` marks such a
+    module compiled but dynamo traces nothing of it on torch 2.13 (eager vs eager). Dynamo's
+    own graph counter shows the scoped compile captured its graphs."""
     model = dict(type='ToyConvRegressor')
     # aot_eager: dynamo's graph capture and AOTAutograd's joint graph with eager kernels
     # (what scoping changes); inductor's kernels are the whole-model test's subject
     spec = "compile=img_backbone:backend='aot_eager'"
     base, base_loss = train_toy(tmp_path / 'base', model=model, optim_wrapper=ADAMW)
+    torch.compiler.reset()  # no graph from an earlier test's cache: this run captures its own
+    graphs_before = dynamo_graph_count()
     boosted, loss = train_toy(tmp_path / 'compiled', [spec], model=model, optim_wrapper=ADAMW)
     assert not boosted.cfg.get('compile')  # mmengine's whole-model route stays off
     assert is_compiled_module(boosted.model.img_backbone)
     assert not is_compiled_module(boosted.model.head)
-    assert "compiled ['img_backbone']" in get_boost('compile').verify(
+    hook = next(h for h in boosted.hooks if isinstance(h, CompileTimingHook))
+    assert dynamo_graph_count() - graphs_before >= hook.first_iter_graphs >= 1
+    assert eager_runs(boosted.model.img_backbone) == 0
+    assert "compiled ['img_backbone'] in place: no eager call" in get_boost('compile').verify(
         boosted, modules='img_backbone')
     # parameter names (and so checkpoints) are unchanged: no '_orig_mod.' prefix
     assert boosted.model.state_dict().keys() == base.model.state_dict().keys()
     torch.testing.assert_close(loss, base_loss, rtol=1e-6, atol=1e-7)
     assert_params_close(params_of(base), params_of(boosted), rtol=1e-6)
+
+
+def test_scoped_compile_run_eagerly_is_not_in_effect(tmp_path):
+    """Dynamo disabled (what ``TORCHDYNAMO_DISABLE=1`` sets): the module is marked compiled
+    but every call runs eagerly; the run stops after the first iteration, naming it."""
+    spec = "compile=img_backbone:backend='aot_eager'"
+    cfg = apply_boosts(Config(toy_config(str(tmp_path), model=dict(type='ToyConvRegressor'),
+                                         max_iters=3)), [spec])
+    runner = runner_from_cfg(cfg)
+    torch.compiler.reset()  # dynamo's cache would run an earlier test's graph even so
+    with torch._dynamo.config.patch(disable=True):
+        with pytest.raises(BoostNotInEffect, match=r"\{'img_backbone': 1\} ran eagerly in the "
+                                                   r'first iteration'):
+            runner.train()
+    assert runner.iter == 0  # stopped in the first iteration's after_train_iter
+    assert is_compiled_module(runner.model.img_backbone)  # marked compiled all the same
+    with pytest.raises(BoostNotInEffect, match=r"\{'img_backbone': 1\} ran eagerly"):
+        get_boost('compile').verify(runner, modules='img_backbone')
 
 
 @pytest.mark.parametrize('cfg_extra, boost, match', [

@@ -260,3 +260,100 @@ def test_torch_2_1_dynamo_really_fails_on_the_whole_train_step_with_sgd_momentum
     cfg.compile = dict(backend='eager')
     with pytest.raises(Exception, match='list index out of range'):
         Runner.from_cfg(cfg).train()
+
+
+# --- in-place compile and dynamo's graph counter ----------------------------------------
+
+def _container():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+
+
+def test_dynamo_graph_count_counts_a_fresh_capture_not_a_cached_one():
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x))
+
+    torch.compiler.reset()
+    fn = torch.compile(Custom(), backend='eager')
+    before = tc.dynamo_graph_count()
+    fn(torch.ones(2, 4))
+    assert tc.dynamo_graph_count() == before + 1
+    fn(torch.ones(2, 4))  # same shapes: dynamo's cache, no new graph
+    assert tc.dynamo_graph_count() == before + 1
+
+
+def test_nn_module_compile_leaves_a_torch_container_untraced_on_2_13():
+    """Why :func:`compile_in_place` exists: torch's own ``nn.Module.compile`` marks an
+    ``nn.Sequential`` compiled and captures no graph of it (torch 2.13; torch 2.1 captured
+    one). If this fails on a newer torch, torch traces containers again: the shim stays
+    correct, and this pin moves to the version that changed."""
+    torch.compiler.reset()
+    model = _container()
+    model.compile(backend='eager')
+    before = tc.dynamo_graph_count()
+    model(torch.ones(2, 4))
+    assert tc.is_compiled_in_place(model)
+    captured = tc.dynamo_graph_count() - before
+    assert captured == (0 if tc.torch_at_least(2, 13) else 1)
+
+
+def test_compile_in_place_traces_a_torch_container_like_eager():
+    """The fix for the pin above: one graph, the same outputs and gradients as eager."""
+    torch.compiler.reset()
+    eager, compiled = _container(), _container()
+    tc.compile_in_place(compiled, backend='aot_eager')
+    # the module's own hooks run outside the graph, as with nn.Module.compile
+    hits = []
+    compiled.register_forward_pre_hook(lambda *args: hits.append('pre'))
+    assert tc.is_compiled_in_place(compiled) and not tc.is_compiled_in_place(eager)
+    assert tc.eager_runs(compiled) == 0 and tc.eager_runs(eager) is None
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    before = tc.dynamo_graph_count()
+    for _ in range(2):
+        out, ref = compiled(x), eager(x)
+        out.square().sum().backward()
+        ref.square().sum().backward()
+    assert tc.dynamo_graph_count() == before + 1  # captured once, then from dynamo's cache
+    assert tc.eager_runs(compiled) == 0
+    torch.testing.assert_close(out, ref)
+    for (name, a), (name_b, b) in zip(eager.named_parameters(), compiled.named_parameters()):
+        assert name == name_b  # no '_orig_mod.' prefix: checkpoints unchanged
+        torch.testing.assert_close(a.grad, b.grad)
+    compiled.register_forward_hook(lambda *args: hits.append('post'))  # after the capture
+    forward = compiled.forward
+    tc.compile_in_place(compiled, backend='aot_eager')  # a second call leaves it as it is
+    assert compiled.forward is forward
+    compiled(x)
+    assert hits == ['pre', 'pre', 'pre', 'post']
+    assert tc.dynamo_graph_count() == before + 1 and tc.eager_runs(compiled) == 0
+
+
+def test_compile_in_place_counts_the_calls_dynamo_did_not_compile():
+    torch.compiler.reset()
+    model = _container()
+    with torch._dynamo.config.patch(disable=True):  # what TORCHDYNAMO_DISABLE=1 sets
+        tc.compile_in_place(model, backend='eager')
+        model(torch.ones(2, 4))
+        model(torch.ones(2, 4))
+    assert tc.eager_runs(model) == 2
+
+
+def test_compile_in_place_keeps_each_module_apart_in_dynamos_cache():
+    """Dynamo's cache and skip marks are per code object: on torch 2.1 one frame run with
+    dynamo disabled is marked skipped for good, and with one frame shared by all modules
+    every module compiled later in the process would run eagerly."""
+    torch.compiler.reset()
+    first, later = _container(), _container()
+    with torch._dynamo.config.patch(disable=True):
+        tc.compile_in_place(first, backend='eager')
+        first(torch.ones(2, 4))
+    torch.compiler.reset()
+    tc.compile_in_place(later, backend='eager')
+    later(torch.ones(2, 4))
+    assert (tc.eager_runs(first), tc.eager_runs(later)) == (1, 0)
+    assert first.forward.__wrapped__.__code__ is not later.forward.__wrapped__.__code__
