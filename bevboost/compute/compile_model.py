@@ -8,8 +8,8 @@ scoped compile (``compile=backbone``, the default for camera detectors, or
 the named submodules' forward in place at ``before_train``
 (:func:`~bevboost.seams.torch_compat.compile_in_place`; ``nn.Module.compile`` traces
 nothing of an ``nn.Sequential`` on torch 2.13): parameter names and checkpoints stay as
-they are (no ``_orig_mod.`` prefix), and the data samples, the Hungarian matcher's CPU work and the head's
-box-count-dependent shapes stay outside the graphs (with torch 2.13 and
+they are (no ``_orig_mod.`` prefix), and the data samples, the Hungarian matcher's CPU
+work and the head's box-count-dependent shapes stay outside the graphs (with torch 2.13 and
 mmengine 0.10.7 the whole PETRv2 train_step does not compile: dynamo fails on
 ``Det3DDataSample.set_metainfo`` deep-copying numpy metadata). Either way
 :class:`CompileTimingHook` logs the first iteration (compilation included)
