@@ -49,6 +49,8 @@ SMOKE_COMPILE = "compile=backbone:backend='aot_eager'"
 #: backbone that no longer beats eager has lost its point. V2-99 (fused-optim 0.92x/0.94x,
 #: channels-last 0.88x/0.99x, compile 0.95x in two runs) is held to the general limit only.
 STEP_RATIO_LIMIT = 1.2
+#: checkpoint / plain activation bytes kept for backward on the tiny PETRv2 (see the test)
+CHECKPOINT_MEMORY_LIMIT = 0.9
 TINY_STEP_RATIO_LIMITS = {'compile=backbone': 1.0}
 _BOOST_HOOKS = (ChannelsLastHook, CompileTimingHook, FusedOptimizerCheckHook)
 
@@ -167,3 +169,47 @@ def test_compute_boosts_vov99_small_input(benchmark, synth_root, tmp_path):
                                 iterations=1)
     benchmark.extra_info['vov99_64x176'] = report
     _check(report, {})
+
+
+def _forward_saved_bytes(stepper: Stepper) -> tuple[int, float]:
+    """Bytes autograd keeps for backward after one training forward of the fixed batch
+    (torch's saved-tensor hooks: what activation checkpointing frees), and the loss."""
+    saved: list[int] = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+    model = stepper.runner.model
+    torch.manual_seed(0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        data = model.data_preprocessor(stepper.batch, True)
+        losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    loss.backward()  # the recomputation runs here, outside the count
+    return sum(saved), float(loss)
+
+
+@pytest.mark.mmdet3d
+def test_checkpoint_activation_memory_tiny_petrv2(benchmark, synth_root, tmp_path):
+    """`checkpoint` keeps fewer activation bytes for backward, at the same loss; side by side
+    on one batch, 3 interleaved repeats (the counts are exact, repeats show they hold)."""
+    cfg = _config(synth_root, tmp_path, vov99=False)
+    plain = Stepper(cfg, BASELINE, None)
+    boosted = Stepper(cfg, 'checkpoint', plain.batch)
+    boosted.runner.model.load_state_dict(plain.runner.model.state_dict())
+
+    def measure() -> dict:
+        rows = [(_forward_saved_bytes(plain), _forward_saved_bytes(boosted)) for _ in range(3)]
+        return dict(plain_bytes=[p[0] for p, _ in rows], checkpoint_bytes=[c[0] for _, c in rows],
+                    plain_loss=[p[1] for p, _ in rows], checkpoint_loss=[c[1] for _, c in rows])
+    report = benchmark.pedantic(measure, rounds=1, iterations=1)
+    ratio = statistics.median(c / p for p, c in zip(report['plain_bytes'],
+                                                    report['checkpoint_bytes']))
+    report['ratio'] = ratio
+    benchmark.extra_info['checkpoint_activation_memory'] = report
+    logger.warning('checkpoint: activation bytes kept for backward %s -> %s (x%.3f); '
+                   'loss %s vs %s', report['plain_bytes'], report['checkpoint_bytes'], ratio,
+                   report['plain_loss'], report['checkpoint_loss'])
+    for p, c in zip(report['plain_loss'], report['checkpoint_loss']):
+        assert c == pytest.approx(p, rel=1e-5)
+    assert ratio < CHECKPOINT_MEMORY_LIMIT, report

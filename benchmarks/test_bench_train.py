@@ -21,8 +21,7 @@ import torch
 from mmengine.config import Config
 
 import bevboost  # noqa: F401
-from bevboost.boosts import apply_boosts, available_boosts
-from bevboost.profiling.boosts import TOOLING_BOOSTS
+from bevboost.boosts import apply_boosts, available_boosts, get_boost
 from bevboost.profiling.side_by_side import interleaved_ratio, iter_time_s
 from bevboost.profiling.toy_bench import toy_bench_config
 from bevboost.runner_utils import build_runner, load_config
@@ -38,8 +37,7 @@ DATA_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader', 'train_pip
 #: pass over the gradients measured 1.03x-1.09x (pairs 0.99x-1.12x; the per-tensor isfinite check
 #: it replaced cost 1.2x-1.55x); compile's guard checks and graph calls weigh on a ~8 ms toy
 #: step (measured 0.9x-1.2x, a fresh-clone CI run 1.09x and 1.21x): its gain is measured on the
-#: tiny PETRv2 in test_bench_compute.py
-RATIO_LIMITS = {'amp': 2.5, 'nan-guard': 1.25, 'compile': 1.4}
+#: tiny PETRv2 in test_bench_compute.py. A boost's own limit is its card's step_ratio_limit.
 DEFAULT_LIMIT = 1.15
 #: interleaved with/without pairs per boost, the figure is their median: on this shared VM a
 #: whole run can be 1.5x slower or faster than its neighbour (single pairs of one config against
@@ -69,7 +67,7 @@ def step_boosts() -> list:
     params = []
     for name, boost in available_boosts().items():
         card = boost.card
-        if name in TOOLING_BOOSTS or not card.exact or boost.unavailable_reason():
+        if card.tooling or not card.exact or boost.unavailable_reason():
             continue
         if all(key.split('.')[0] in DATA_KEYS for key in card.changes):
             continue
@@ -94,7 +92,7 @@ def test_toy_step_with_and_without(benchmark, tmp_path, one_thread, boost):
         lambda: iter_time_s(_toy(tmp_path, [boost]), quantile=QUANTILE, cpu=True), pairs=PAIRS)
     benchmark.extra_info.update(boosted_over_plain=ratio, ratios=ratios)
     benchmark.pedantic(iter_time_s, args=(_toy(tmp_path, [boost]),), rounds=1, iterations=1)
-    limit = RATIO_LIMITS.get(boost, DEFAULT_LIMIT)
+    limit = get_boost(boost).card.step_ratio_limit or DEFAULT_LIMIT
     assert ratio < limit, f'{boost} makes the toy step {ratio:.2f}x ({ratios}), limit {limit}x'
 
 
@@ -136,4 +134,5 @@ def test_tiny_petrv2_step_amp_side_by_side(benchmark, tmp_path_factory):
     ratio = sum(times['amp']) / sum(times['baseline'])
     benchmark.extra_info.update(amp_over_baseline_cpu=ratio, times=times)
     benchmark.pedantic(steps['amp'], rounds=1, iterations=1)
-    assert ratio < RATIO_LIMITS['amp'], f'amp makes the tiny PETRv2 step {ratio:.2f}x'
+    assert ratio < get_boost('amp').card.step_ratio_limit, \
+        f'amp makes the tiny PETRv2 step {ratio:.2f}x'

@@ -36,7 +36,8 @@ def not_forwarded(record: logging.LogRecord) -> bool:
 def current_mmlogger():
     """mmengine's latest MMLogger, or None before any exists (never creates one)."""
     from mmengine.logging import MMLogger
-    if not MMLogger._instance_dict:  # mmengine internal; tested in tests/dropin
+    from bevboost.seams.mmengine_runner import mmlogger_exists
+    if not mmlogger_exists():
         return None
     return MMLogger.get_current_instance()
 
@@ -67,4 +68,4 @@ def _register_all() -> None:
 
 
 _register_all()
-importlib.import_module('bevboost.runner_utils').install_config_boosts_route()
+importlib.import_module('bevboost.seams').install()

@@ -24,7 +24,8 @@ import ast
 import copy
 import dataclasses
 import logging
-from typing import Any, ClassVar, Iterable
+import importlib
+from typing import Any, ClassVar, Iterable, Mapping
 
 from mmengine.config import Config
 
@@ -55,6 +56,19 @@ class BoostCard:
             (e.g. a plugin that registers a transform the boost inserts).
         strategies: the mmengine ``FlexibleRunner`` strategies it works under
             (``'*'``: any); under another strategy the build is refused by name.
+        contract_options: the options the contract test trains it with.
+        contract_model: what the contract test trains it on: ``'toy'`` (the
+            toy regressor), ``'toy-backbone'`` (the toy on a backbone with a
+            ``with_cp`` switch), ``'camera'`` (a 6-camera model with mmdet3d's stock
+            loader + resize) or ``'camera-own-loader'`` (the user's own loader).
+        tooling: it measures rather than optimizes (left out of ``bench
+            --variants all`` and of the speed benchmarks).
+        step_ratio_limit: the toy train step's time ratio with it on that the
+            benchmark holds (None: the general limit).
+        fragment: its one-file ``configs/_base_/boosts/`` fragment (None: no
+            fragment, ``no_fragment_reason`` says why).
+        no_fragment_reason: why it has no fragment.
+        docs: where it is documented (``page.md#anchor``).
     """
     name: str
     summary: str
@@ -65,6 +79,13 @@ class BoostCard:
     order: int = 50
     imports: tuple[str, ...] = ()
     strategies: tuple[str, ...] = ('SingleDeviceStrategy', 'DDPStrategy')
+    contract_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    contract_model: str = 'toy'
+    tooling: bool = False
+    step_ratio_limit: float | None = None
+    fragment: str | None = None
+    no_fragment_reason: str = ''
+    docs: str = ''
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,9 +184,33 @@ def add_custom_hook(cfg: Config, hook: dict[str, Any]) -> None:
         hooks.append(hook)
 
 
+#: the modules that define the built-in boosts (one boost each); a new boost is listed here
+BUILTIN_BOOST_MODULES = (
+    'bevboost.engine.accumulation',
+    'bevboost.engine.amp',
+    'bevboost.engine.lr_scaling',
+    'bevboost.engine.nonfinite',
+    'bevboost.data.boost_fast_decode',
+    'bevboost.data.boost_dali',
+    'bevboost.data.boost_shm',
+    'bevboost.profiling.boost_measure',
+    'bevboost.profiling.boost_profile',
+    'bevboost.compute.compile_model',
+    'bevboost.compute.fused_optim',
+    'bevboost.compute.channels_last',
+    'bevboost.compute.loader',
+    'bevboost.compute.checkpointing',
+)
+
+
 def _ensure_builtin_boosts() -> None:
-    # Importing the package registers the built-in boosts.
-    import bevboost  # noqa: F401
+    for module in BUILTIN_BOOST_MODULES:
+        importlib.import_module(module)
+
+
+def tooling_boosts() -> frozenset[str]:
+    """Boosts that measure rather than optimize (their card's ``tooling``)."""
+    return frozenset(name for name, b in available_boosts().items() if b.card.tooling)
 
 
 def available_boosts() -> dict[str, Boost]:
@@ -256,26 +301,6 @@ def make_self_sufficient(cfg: Config, applied: dict[str, dict[str, Any]]) -> Non
     cfg['custom_hooks'] = hooks
 
 
-def verify_boosts(runner: Any, requested: dict[str, dict[str, Any]]
-                  ) -> tuple[list[str], list[str]]:
-    """Run each boost's :meth:`Boost.verify` on ``runner``.
-
-    Returns ``(verdicts, failures)``: one ``'name: verdict'`` per boost, and
-    the ``'name: reason'`` of those not in effect.
-    """
-    verdicts, failures = [], []
-    for name, options in requested.items():
-        boost = get_boost(name)
-        try:
-            verdicts.append(f'{name}: {boost.verify(runner, **dict(options or {}))}')
-        except BoostNotInEffect as exc:
-            verdicts.append(f'{name}: NOT IN EFFECT ({exc})')
-            failures.append(f'{name}: {exc}')
-        except NotImplementedError:
-            verdicts.append(f'{name}: unverified (the boost has no verify())')
-    return verdicts, failures
-
-
 def apply_boosts(cfg: Config,
                  requested: dict[str, dict[str, Any]] | Iterable[str] = (),
                  *, from_config: bool = True) -> Config:
@@ -309,11 +334,12 @@ def apply_boosts(cfg: Config,
         boost.apply(cfg, **copy.deepcopy(wanted[name]))
         applied[name] = wanted[name]
         logger.info('applied boost %s %s', name, wanted[name] or '')
-    if CONFIG_KEY in cfg:
+    if from_config and CONFIG_KEY in cfg:
         cfg.pop(CONFIG_KEY)
     if applied or cfg.get(APPLIED_KEY):
         from bevboost.engine.recipe_check import reconcile_launch
         reconcile_launch(cfg)  # auto_scale_lr and batch overrides keep the recipe
     make_self_sufficient(cfg, applied)
-    cfg[APPLIED_KEY] = list(applied)
+    # a config boosted before keeps the names of what was applied then
+    cfg[APPLIED_KEY] = list(dict.fromkeys([*(cfg.get(APPLIED_KEY) or []), *applied]))
     return cfg

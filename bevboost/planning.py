@@ -9,7 +9,6 @@ bounds are rescaled so every phase covers the same number of samples.
 from __future__ import annotations
 
 import ast
-import copy
 import logging
 import os
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any
 
 from mmengine.config import Config
 
-from bevboost.boosts import make_self_sufficient
-from bevboost.engine.accumulation import apply_accumulation, scale_iteration_counts
+from bevboost.boosts import apply_boosts
+from bevboost.engine.accumulation import scale_iteration_counts
 from bevboost.recipe import Plan
 
 logger = logging.getLogger(__name__)
@@ -165,11 +164,12 @@ def config_diff(before: Config, after: Config) -> list[tuple[str, Any, Any]]:
 def apply_plan(cfg: Config, plan: Plan) -> Config:
     """A copy of ``cfg`` rewritten to ``plan``; the reference is recorded in ``bevboost_recipe``."""
     reference_lr(cfg)  # fails clearly when there is no optimizer
-    cfg = copy.deepcopy(cfg)
     old_counts = int(cfg.optim_wrapper.get('accumulative_counts', 1))
     recipe = plan.recipe
-    # micro-batches per reference optimizer step go from old_counts to accum x step_ratio
-    apply_accumulation(cfg, recipe.accum, per_gpu_batch=recipe.per_gpu, scale_loop=False)
+    # micro-batches per reference optimizer step go from old_counts to accum x step_ratio:
+    # the accumulation itself is the accum boost's (its card, hooks, verify)
+    cfg = apply_boosts(cfg, {'accum': dict(counts=recipe.accum, per_gpu_batch=recipe.per_gpu,
+                                           scale_loop=False)}, from_config=False)
     scale_iteration_counts(cfg, recipe.accum / old_counts * plan.step_ratio)
     if not plan.exact:
         _rescale_iter_schedulers(cfg, plan.step_ratio)
@@ -177,7 +177,6 @@ def apply_plan(cfg: Config, plan: Plan) -> Config:
         cfg.optim_wrapper.optimizer['lr'] = plan.lr
     cfg['auto_scale_lr'] = dict(enable=False, base_batch_size=plan.reference_batch)
     cfg['bevboost_recipe'] = plan.to_dict()
-    make_self_sufficient(cfg, {'accum': dict(counts=recipe.accum, per_gpu_batch=recipe.per_gpu)})
     return cfg
 
 

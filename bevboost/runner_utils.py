@@ -23,19 +23,14 @@ before the first iteration.
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for CLIs)
-from mmengine.hooks import Hook
-from mmengine.logging import print_log
-from mmengine.registry import HOOKS
 
-from bevboost.boosts import (APPLIED_KEY, CONFIG_KEY, BoostNotInEffect, apply_boosts,
-                             verify_boosts)
+from bevboost.boosts import APPLIED_KEY, CONFIG_KEY, apply_boosts
+from bevboost.verify import BoostReportHook  # noqa: F401  (registered; kit configs name it)
 
 logger = logging.getLogger(__name__)
 
@@ -83,71 +78,18 @@ def runner_from_cfg(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
-@HOOKS.register_module()
-class BoostReportHook(Hook):
-    """Log one line listing each boost as found on the built runner; stop if one is not in effect.
-
-    Added by :func:`~bevboost.boosts.apply_boosts`; runs in ``before_train``
-    (after the optimizer wrapper, schedulers and train dataloader are built,
-    before iteration 1). In ``before_run`` it checks the checkpoint the runner
-    is about to load (``load_from``/``resume``): an empty or truncated file is
-    refused with its path.
-
-    Args:
-        boosts: boost name -> the options it was applied with.
-    """
-
-    priority = 'VERY_LOW'
-
-    def __init__(self, boosts: dict[str, dict] | None = None) -> None:
-        self.boosts = {k: dict(v or {}) for k, v in (boosts or {}).items()}
-        self.verdicts: list[str] = []
-        self.recipe: str | None = None
-
-    def before_run(self, runner) -> None:
-        """An empty or truncated checkpoint is named here, before mmengine's loader fails on it
-        with an error that does not say which file it read."""
-        from bevboost.engine.checkpoint_safety import check_checkpoint, checkpoint_to_load
-        found = checkpoint_to_load(runner)
-        if found is not None:
-            check_checkpoint(*found)
-
-    def before_train(self, runner) -> None:
-        from bevboost.engine.recipe_check import NOTES_KEY, check_built_recipe
-        for note in runner.cfg.get(NOTES_KEY) or []:  # what the launch route changed
-            print_log(f'bevboost: {note}', logger='current', level=logging.WARNING)
-        self.recipe = check_built_recipe(runner)  # RecipeMismatchError stops the run here
-        if self.recipe:
-            print_log(f'bevboost {self.recipe}', logger='current', level=logging.INFO)
-        self.verdicts, failures = verify_boosts(runner, self.boosts)
-        line = 'bevboost boosts in effect: ' + ('; '.join(self.verdicts) or 'none')
-        print_log(line, logger='current', level=logging.ERROR if failures else logging.INFO)
-        if failures:
-            raise BoostNotInEffect('boosts not in effect on the built runner, stopping before '
-                                   'the first iteration: ' + '; '.join(failures))
-
-
-# --- the launch-route wrappers: Runner and FlexibleRunner ---------------------------------
-
-#: class -> its own ``from_cfg`` function / ``__init__`` before wrapping
-_original_from_cfg: dict[type, Any] = {}
-_original_init: dict[type, Any] = {}
-_init_signature: dict[type, inspect.Signature] = {}
+# --- the launch routes: what the kit does when Runner/FlexibleRunner.from_cfg is called ---
+# (the wrapping itself lives in bevboost.seams.mmengine_runner)
 
 
 def _as_config(cfg) -> Config:
     return cfg if isinstance(cfg, Config) else Config(dict(cfg))
 
 
-def _wrapped_base(cls: type) -> type:
-    """The class in ``cls``'s MRO whose ``from_cfg`` the kit wrapped (Runner, FlexibleRunner)."""
-    return next(base for base in cls.__mro__ if base in _original_from_cfg)
-
-
 def _boosting_from_cfg(cls, cfg):
     """``<Runner|FlexibleRunner>.from_cfg`` that first applies a config's ``bevboost_boosts``
     and reconciles a kit-written config with the launch flags (``auto_scale_lr``, batch)."""
-    base = _wrapped_base(cls)
+    from bevboost.seams.mmengine_runner import original_from_cfg
     if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
         route = f'{cls.__name__}.from_cfg'
         config = _as_config(cfg)
@@ -176,30 +118,29 @@ def _boosting_from_cfg(cls, cfg):
             target = _runner_class(cfg, cls, None)
             if target is not cls:
                 return target.from_cfg(cfg)
-    return _original_from_cfg[base](cls, cfg)
+    return original_from_cfg(cls, cfg)
 
 
 def _kit_written(cfg) -> bool:
     """A config the kit wrote: boosted (``bevboost_applied``), planned (``bevboost_recipe``)
     or LR-scaled (``optim_wrapper.lr_scaling``)."""
-    return cfg.get(APPLIED_KEY) is not None or bool(cfg.get('bevboost_recipe')) or \
+    return bool(cfg.get(APPLIED_KEY)) or bool(cfg.get('bevboost_recipe')) or \
         bool((cfg.get('optim_wrapper') or {}).get('lr_scaling'))
 
 
-def _refusing_unapplied_init(self, *args, **kwargs):
-    """``__init__`` that stops when the config's ``bevboost_boosts`` was not applied."""
-    base = next(b for b in type(self).__mro__ if b in _original_init)
-    bound = _init_signature[base].bind_partial(self, *args, **kwargs)
-    cfg = bound.arguments.get('cfg')
+def _refuse_unapplied(runner, arguments: dict) -> None:
+    """A runner's ``__init__`` stops when the config's ``bevboost_boosts`` was not applied."""
+    from bevboost.seams.mmengine_runner import wrapped_base_name
+    cfg = arguments.get('cfg')
     if isinstance(cfg, (dict, Config)) and cfg.get(CONFIG_KEY):
-        name = type(self).__name__
+        name = type(runner).__name__
         raise ValueError(
             f'{CONFIG_KEY} = {dict(cfg[CONFIG_KEY])!r} reached {name}.__init__ unapplied: this '
-            f'runner was built without mmengine\'s {base.__name__}.from_cfg (the route that '
-            f'applies boosts): {name}.from_cfg does not call it, or the runner was built as '
-            f'{name}(cfg=...). Fix: write the boosted config with `bevboost boost CONFIG --out '
-            f'boosted.py` and train that file, or call super().from_cfg(cfg) in {name}.from_cfg')
-    _original_init[base](self, *args, **kwargs)
+            f'runner was built without mmengine\'s {wrapped_base_name(type(runner))}.from_cfg '
+            f'(the route that applies boosts): {name}.from_cfg does not call it, or the runner '
+            f'was built as {name}(cfg=...). Fix: write the boosted config with `bevboost boost '
+            f'CONFIG --out boosted.py` and train that file, or call super().from_cfg(cfg) in '
+            f'{name}.from_cfg')
 
 
 def _runner_class(cfg: Config, called_on: type, asked: str | None) -> type:
@@ -244,33 +185,13 @@ def check_strategy(cfg: Config, runner_class: type) -> None:
 
 
 def install_config_boosts_route() -> bool:
-    """Wrap ``from_cfg`` of mmengine's ``Runner`` and ``FlexibleRunner`` so ``bevboost_boosts``
-    takes effect and kit-written configs keep their recipe under launch flags, and their
-    ``__init__`` so a runner built past ``from_cfg`` with ``bevboost_boosts`` still in its
-    config stops.
-
-    Idempotent. Returns False (and logs an error) when this mmengine's
-    ``from_cfg`` is not the ``classmethod(cls, cfg)`` the wrapper was written
-    for; ``tests/dropin/test_launch_routes.py`` fails loudly then.
+    """Route ``from_cfg`` of mmengine's ``Runner`` and ``FlexibleRunner`` through the kit so
+    ``bevboost_boosts`` takes effect and kit-written configs keep their recipe under launch
+    flags, and their ``__init__`` so a runner built past ``from_cfg`` with ``bevboost_boosts``
+    still in its config stops. Idempotent; False when this mmengine's shapes differ
+    (``tests/seams/test_mmengine_seams.py`` fails loudly then).
     """
     from mmengine.runner import FlexibleRunner, Runner
-    ok = True
-    for runner_class in (Runner, FlexibleRunner):
-        current = runner_class.__dict__.get('from_cfg')
-        func = getattr(current, '__func__', None)
-        if func is _boosting_from_cfg:
-            continue
-        if not isinstance(current, classmethod) or \
-                list(inspect.signature(func).parameters) != ['cls', 'cfg'] or \
-                'cfg' not in inspect.signature(runner_class.__init__).parameters:
-            logger.error('mmengine %s.from_cfg is not classmethod(cls, cfg), or its __init__ '
-                         'takes no cfg, in this mmengine; %s in configs will not be applied by '
-                         'tools/train.py', runner_class.__name__, CONFIG_KEY)
-            ok = False
-            continue
-        _original_from_cfg[runner_class] = func
-        _original_init[runner_class] = runner_class.__init__
-        _init_signature[runner_class] = inspect.signature(runner_class.__init__)
-        runner_class.from_cfg = classmethod(_boosting_from_cfg)
-        runner_class.__init__ = functools.wraps(runner_class.__init__)(_refusing_unapplied_init)
-    return ok
+    from bevboost.seams.mmengine_runner import install_from_cfg_hook
+    return all([install_from_cfg_hook(cls, _boosting_from_cfg, _refuse_unapplied)
+                for cls in (Runner, FlexibleRunner)])

@@ -11,6 +11,8 @@ entry in :data:`OPTIONS` or an entry in :data:`FACTS` fails here.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -22,26 +24,40 @@ from bevboost.runner_utils import runner_from_cfg
 from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, fused_kernel_devices
 from bevboost.testing.toy import toy_config
 
+REPO = Path(__file__).resolve().parents[1]
+
 BOOSTS = sorted(available_boosts())
-#: the boosts that need the camera model (the rest train the toy regressor)
-CAMERA_BOOSTS = {'fast-decode', 'dali', 'shm', 'channels-last'}
-#: options each boost trains with (a boost that needs a value gets one)
-OPTIONS = {
-    'amp': dict(dtype='bf16'),
-    'accum': dict(counts=2),
-    'lr-scale': dict(reference_batch=16),
-    'nan-guard': dict(max_consecutive_skips=3),
-    'measure': dict(warmup_iters=1),
-    'profile': dict(active=1),
-    'fast-decode': {},
-    'dali': {},
-    'shm': dict(slots=3),
-    # mmengine's whole-model route; aot_eager keeps the contract fast (inductor: tests/compute)
-    'compile': dict(modules='model', backend='aot_eager'),
-    'fused-optim': {},
-    'channels-last': dict(modules='conv'),  # PlainCameraNet's convolution
-    'loader': dict(num_workers=1, prefetch_factor=3),
-}
+#: the options each boost trains with and the model it trains on come from its card
+#: (``contract_options``, ``contract_model``): one place per boost
+
+
+def _options(name: str) -> dict:
+    return dict(get_boost(name).card.contract_options)
+
+
+def _model(name: str) -> str:
+    return get_boost(name).card.contract_model
+
+
+TOY_BACKBONE = dict(type='ToyBackboneRegressor', img_backbone=dict(type='ToyMLPBackbone'))
+
+
+def _saved_activation_bytes(model, cp: bool) -> int:
+    """Bytes autograd saves for backward in one training forward (torch's own hooks)."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+    previous = model.img_backbone.with_cp
+    model.img_backbone.with_cp = cp
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(16, 8), torch.randn(16), mode='loss')['loss']
+    finally:
+        model.img_backbone.with_cp = previous
+    return sum(saved)
 
 
 def _hook_types(runner) -> set[str]:
@@ -80,6 +96,10 @@ FACTS = {
                                  for g in r.optim_wrapper.optimizer.param_groups),
     'channels-last': lambda r: r.model.conv.weight.is_contiguous(
         memory_format=torch.channels_last) and not r.model.conv.weight.is_contiguous(),
+    # every block of the toy backbone recomputes its activations in backward
+    'checkpoint': lambda r: (r.model.img_backbone.with_cp
+                             and _saved_activation_bytes(r.model, cp=True)
+                             < _saved_activation_bytes(r.model, cp=False)),
     'loader': lambda r: (r.train_dataloader.num_workers == 1
                          and r.train_dataloader.persistent_workers
                          and r.train_dataloader.prefetch_factor == 3),
@@ -105,11 +125,13 @@ def camera_sources(tmp_path_factory):
 
 
 def _config(name: str, work_dir: str, camera_sources) -> Config:
-    if name not in CAMERA_BOOSTS:
+    if _model(name) == 'toy':
         return Config(toy_config(work_dir, max_iters=4))
+    if _model(name) == 'toy-backbone':
+        return Config(toy_config(work_dir, max_iters=4, model=TOY_BACKBONE))
     # shm and channels-last need a loader built without mmdet3d; fast-decode/dali replace
     # the stock one
-    text = camera_sources['own' if name in ('shm', 'channels-last') else 'stock']
+    text = camera_sources['own' if _model(name) == 'camera-own-loader' else 'stock']
     cfg = Config.fromstring(text, '.py')
     cfg.work_dir = work_dir
     return cfg
@@ -127,7 +149,9 @@ def baselines(tmp_path_factory, camera_sources):
     toy = _train(Config(toy_config(str(tmp_path_factory.mktemp('base_toy')), max_iters=2)))
     cam = Config.fromstring(camera_sources['own'], '.py')
     cam.work_dir = str(tmp_path_factory.mktemp('base_cam'))
-    return {'toy': toy, 'camera': _train(cam)}
+    backbone = _train(Config(toy_config(str(tmp_path_factory.mktemp('base_backbone')),
+                                        max_iters=2, model=TOY_BACKBONE)))
+    return {'toy': toy, 'camera': _train(cam), 'toy-backbone': backbone}
 
 
 def test_builtin_boosts_are_registered():
@@ -141,6 +165,13 @@ def test_card_is_well_formed(name):
     assert isinstance(card, BoostCard) and card.name == name
     assert card.summary and card.expected_effect and card.changes
     assert isinstance(card.exact, bool)
+    assert card.contract_model in ('toy', 'toy-backbone', 'camera', 'camera-own-loader')
+    assert bool(card.fragment) != bool(card.no_fragment_reason), \
+        f'{name}: name its configs/_base_/boosts fragment or say why it has none'
+    page, _, anchor = card.docs.partition('#')
+    doc = REPO / page
+    assert doc.is_file() and anchor, f'{name}: card.docs {card.docs!r} is not page.md#anchor'
+    assert f'`{name}' in doc.read_text(), f'{name}: {page} does not document it'
     reason = boost.unavailable_reason()
     assert reason is None or reason.startswith('requires')
 
@@ -156,11 +187,10 @@ def test_boost_trains_and_is_verified_on_the_built_runner(name, tmp_path, camera
     boost = get_boost(name)
     assert type(boost).verify is not Boost.verify, \
         f'boost {name!r} has no verify(): the contract needs one'
-    assert name in OPTIONS and name in FACTS, \
-        f'boost {name!r}: add the options it trains with to OPTIONS and its effect to FACTS'
+    assert name in FACTS, f'boost {name!r}: add its effect on the built runner to FACTS'
     if boost.unavailable_reason():
         pytest.skip(boost.unavailable_reason())
-    options = OPTIONS[name]
+    options = _options(name)
     cfg = apply_boosts(_config(name, str(tmp_path), camera_sources), {name: options})
     assert 'bevboost' in cfg.custom_imports['imports']
     runner = _train(cfg)
@@ -172,7 +202,7 @@ def test_boost_trains_and_is_verified_on_the_built_runner(name, tmp_path, camera
     assert report.verdicts == [f'{name}: {verdict}']  # logged at start, same verdict
     assert FACTS[name](runner), f'{name}: effect not found on the runner ({verdict})'
     # and verify refuses the same model trained without the boost
-    plain = baselines['camera' if name in CAMERA_BOOSTS else 'toy']
+    plain = baselines[_model(name).replace('-own-loader', '')]
     with pytest.raises(BoostNotInEffect):
         boost.verify(plain, **options)
 

@@ -36,12 +36,13 @@ def run(args) -> int:
         return 0
     from bevboost.planning import config_diff
     what = f'--with {args.boosts!r}'
-    specs = check_specs(split_variants(args.boosts), what)
+    specs = split_variants(args.boosts)
+    parsed = check_specs(specs, what)
     if args.out:
         check_out_file(args.out, inputs=[args.config], force=args.force)
     cfg = load_config_checked(args.config)
     try:
-        new = apply_boosts(cfg, specs)
+        new = apply_boosts(cfg, parsed)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f'{what}: {exc}' if specs else str(exc)) from None
     diff = config_diff(cfg, new)

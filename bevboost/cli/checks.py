@@ -121,14 +121,14 @@ class CfgOptionsAction(argparse.Action):
     """
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from mmengine.config import DictAction
+        from bevboost.seams.mmengine_cli import parse_cfg_option_value
         options = dict(getattr(namespace, self.dest, None) or {})
         for pair in values:
             key, sep, text = pair.partition('=')
             if not sep or not key.strip() or any(not part for part in key.split('.')):
                 raise argparse.ArgumentError(self, f'expected key=value, got {pair!r}')
             try:
-                value = DictAction._parse_iterable(text)
+                value = parse_cfg_option_value(text)
             except Exception:  # mmengine asserts on unbalanced brackets
                 raise argparse.ArgumentError(
                     self, f'cannot parse the value of {pair!r} (unbalanced brackets or '
@@ -139,34 +139,38 @@ class CfgOptionsAction(argparse.Action):
         setattr(namespace, self.dest, options)
 
 
-def check_specs(specs: list[str], what: str) -> list[str]:
-    """Refuse an unknown boost or one given twice (``amp=bf16,amp=fp16``): no last-wins."""
+def check_specs(specs: list[str], what: str) -> dict[str, dict[str, Any]]:
+    """Parse the boost strings once: boost name -> options. Refuse an unknown boost or one
+    given twice (``amp=bf16,amp=fp16``): no last-wins."""
     from bevboost.boosts import parse_variant
     seen: dict[str, str] = {}
+    parsed: dict[str, dict[str, Any]] = {}
     for spec in specs:
         try:
-            name, _ = parse_variant(spec)
+            name, options = parse_variant(spec)
         except ValueError as exc:
             raise ValueError(f'{what}: {exc}') from None
         if name in seen:
             raise ValueError(f'{what}: boost {name!r} given twice ({seen[name]!r} and '
                              f'{spec!r}); give each boost once')
         seen[name] = spec
-    return specs
+        parsed[name] = options
+    return parsed
 
 
-def check_boosts_apply(cfg: Any, specs: Iterable[str], what: str) -> None:
-    """Apply ``specs`` to a copy of ``cfg`` so a bad option value fails now, not mid-run.
+def check_boosts_apply(cfg: Any, specs: Iterable[str] | dict, what: str) -> Any:
+    """Apply the boosts (strings, or what :func:`check_specs` parsed) to a copy of ``cfg``
+    so a bad option value fails now, not mid-run; returns the boosted config, which the
+    run builds as it is (one parse, one apply).
 
-    The kit's info records of this trial (``applied boost ...``) are held back:
-    the real application logs them, and a refusal stays one line.
+    Info records (``applied boost ...``) are held back so that a refusal stays one
+    line; the caller says what was applied once every check has passed.
     """
     from bevboost.boosts import apply_boosts
-    specs = list(specs)
-    check_specs(specs, what)
+    parsed = specs if isinstance(specs, dict) else check_specs(list(specs), what)
     try:
         with quiet_info():
-            apply_boosts(cfg, specs)
+            return apply_boosts(cfg, parsed)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f'{what}: {exc}') from None
 

@@ -27,8 +27,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from bevboost.cli import checks
     from bevboost.cli.phase import run_phase
-    from bevboost.runner_utils import build_runner
-    cfg = _checked_config(args)
+    from bevboost.boosts import APPLIED_KEY
+    from bevboost.runner_utils import runner_from_cfg
+    cfg = _checked_config(args)  # the boosts are applied here, once
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
     work_dir = args.work_dir or cfg.get('work_dir')
     if args.resume:
         cfg.resume = True
@@ -41,7 +44,8 @@ def run(args) -> int:
     phase = run_phase(args)
     phase.start('building', work_dir)  # from here on an error is a runtime failure
     phase.keep(Path(work_dir) / Path(args.config).name)  # the runner writes its config there
-    runner = build_runner(cfg, split_variants(args.boosts), work_dir=args.work_dir)
+    logger.info('boosts applied: %s', ', '.join(cfg.get(APPLIED_KEY) or []) or 'none')
+    runner = runner_from_cfg(cfg)
     phase.watch(runner)
     runner.train()
     return 0
@@ -51,11 +55,11 @@ def _checked_config(args):
     """The config, with every argument and the checkpoint to load checked before a build."""
     from bevboost.cli import checks
     what = f'--boosts {args.boosts!r}'
-    specs = checks.check_specs(split_variants(args.boosts), what)
+    parsed = checks.check_specs(split_variants(args.boosts), what)
     checks.check_dir_arg(args.work_dir, '--work-dir')
     cfg = checks.load_config_checked(args.config, args.cfg_options)
     checks.check_config_lr(cfg, '--cfg-options' if args.cfg_options else f'config {args.config!r}')
-    checks.check_boosts_apply(cfg, specs, what)
+    cfg = checks.check_boosts_apply(cfg, parsed, what)
     work_dir = args.work_dir or cfg.get('work_dir')
     if not work_dir:
         raise ValueError(f'config {args.config!r} sets no work_dir: pass --work-dir')

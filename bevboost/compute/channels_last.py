@@ -96,6 +96,8 @@ class ChannelsLastHook(Hook):
 class ChannelsLastBoost(Boost):
     card = BoostCard(
         name='channels-last',
+        contract_options=dict(modules='conv'), contract_model='camera-own-loader',
+        fragment='channels_last.py', docs='docs/compute.md#the-cards',
         summary='convolutional backbone weights and input images in channels_last (NHWC) '
                 'memory format',
         changes=('custom_hooks',),

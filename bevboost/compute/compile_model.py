@@ -206,6 +206,9 @@ def _has_cxx_compiler() -> bool:
 class CompileBoost(Boost):
     card = BoostCard(
         name='compile',
+        # mmengine's whole-model route; aot_eager keeps the contract fast (inductor: tests/compute)
+        contract_options=dict(modules='model', backend='aot_eager'), step_ratio_limit=1.4,
+        fragment='compile.py', docs='docs/compute.md#the-cards',
         summary='torch.compile: the whole train_step through mmengine\'s `compile` key '
                 '(compile=model), or named submodules (compile=backbone: img_backbone + '
                 'img_neck, the default for camera detectors)',

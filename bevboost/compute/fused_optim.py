@@ -150,6 +150,7 @@ class FusedOptimizerCheckHook(Hook):
 class FusedOptimBoost(Boost):
     card = BoostCard(
         name='fused-optim',
+        fragment='fused_optim.py', docs='docs/compute.md#the-cards',
         summary='the optimizer\'s fused kernel (fused=True: Adam, AdamW, SGD on CUDA and CPU), '
                 'else its foreach implementation',
         changes=('optim_wrapper.optimizer.fused', 'optim_wrapper.optimizer.foreach',

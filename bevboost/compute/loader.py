@@ -86,6 +86,8 @@ def apply_loader(cfg: Config, num_workers: int | str | None = None,
 class LoaderBoost(Boost):
     card = BoostCard(
         name='loader',
+        contract_options=dict(num_workers=1, prefetch_factor=3), fragment='loader.py',
+        docs='docs/compute.md#the-cards',
         summary='train loader with persistent workers, pinned memory (CUDA only) and a chosen '
                 'prefetch depth; loader=N also sets N workers',
         changes=(f'{LOADER_KEY}.num_workers', f'{LOADER_KEY}.persistent_workers',

@@ -6,8 +6,8 @@ TRANSFORMS), ``MainProcessDecodePreprocessor`` (root MODELS), ``ShmRingRunner``
 and the boosts ``fast-decode``,
 ``dali`` and ``shm``. Nothing here imports mmdet3d or DALI at import time.
 """
-from bevboost.data import (boosts, main_decode, runner, skip_counts,  # noqa: F401
-                           transforms)  # (registration)
+from bevboost.data import (boost_dali, boost_fast_decode, boost_shm,  # noqa: F401
+                           main_decode, runner, skip_counts, transforms)  # (registration)
 from bevboost.data.decode import ImageLoadError
 from bevboost.data.main_decode import MainProcessDecodePreprocessor
 from bevboost.data.preprocess import UInt8Normalizer

@@ -54,8 +54,8 @@ class ShmRingRunner(Runner):
 
     def close_ring_loaders(self) -> None:
         """Stop the workers and unmap the rings of every loader this runner's loops hold."""
-        for name in ('_train_loop', '_val_loop', '_test_loop'):
-            loop = self.__dict__.get(name)
+        from bevboost.seams.mmengine_runner import built_loops
+        for loop in built_loops(self):
             loader = getattr(loop, 'dataloader', None)
             if isinstance(loader, ShmRingLoader):
                 loader.close()

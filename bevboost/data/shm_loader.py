@@ -76,12 +76,6 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _publish_worker_info(**info: Any) -> None:
-    """Make ``torch.utils.data.get_worker_info()`` answer in a ring worker (torch internal)."""
-    from torch.utils.data._utils import worker as torch_worker
-    torch_worker._worker_info = torch_worker.WorkerInfo(**info)
-
-
 def _seed_worker(dataset, worker_id: int, num_workers: int, base_seed: int,
                  worker_init_fn: Callable | None) -> None:
     """Seed as torch's DataLoader worker does, then run mmengine's ``worker_init_fn``."""
@@ -89,7 +83,8 @@ def _seed_worker(dataset, worker_id: int, num_workers: int, base_seed: int,
     random.seed(seed)
     torch.manual_seed(seed)
     np.random.seed(np.random.SeedSequence([base_seed, worker_id]).generate_state(4))
-    _publish_worker_info(id=worker_id, num_workers=num_workers, seed=seed, dataset=dataset)
+    from bevboost.seams.torch_internals import publish_worker_info
+    publish_worker_info(id=worker_id, num_workers=num_workers, seed=seed, dataset=dataset)
     if worker_init_fn is not None:
         worker_init_fn(worker_id)
 

@@ -275,6 +275,8 @@ def apply_accumulation(cfg, counts: int | str, per_gpu_batch: int | None = None,
 class AccumulationBoost(Boost):
     card = BoostCard(
         name='accum',
+        contract_options=dict(counts=2), fragment='accum_plan.py',
+        docs='docs/engine.md#gradient-accumulation-is-the-large-batch-accum-boost',
         summary='Exact gradient accumulation: k micro-batches per optimizer step, schedulers '
                 'count optimizer steps, mid-window resume, BatchNorm report.',
         changes=('optim_wrapper.accumulative_counts', 'train_dataloader.batch_size',
@@ -295,7 +297,8 @@ class AccumulationBoost(Boost):
 
     def verify(self, runner, counts=None, per_gpu_batch=None, **options) -> str:
         from bevboost.boosts import BoostNotInEffect, require_hook
-        actual = getattr(runner.optim_wrapper, '_accumulative_counts', None)
+        from bevboost.seams.mmengine_optim import accumulative_counts
+        actual = accumulative_counts(runner.optim_wrapper)
         if counts is not None and actual != int(counts):
             raise BoostNotInEffect(f'optimizer wrapper accumulates {actual}, asked {counts}')
         batch = getattr(runner.train_dataloader, 'batch_size', None)

@@ -19,6 +19,8 @@ import logging
 
 import torch
 
+from bevboost.seams.mmengine_optim import inner_count
+
 logger = logging.getLogger(__name__)
 
 CKPT_KEY = 'bevboost_accumulation'
@@ -35,7 +37,7 @@ def accumulation_state(runner, counts: int, epoch_based: bool) -> dict:
     state = dict(counts=counts, per_gpu_batch=runner.train_dataloader.batch_size,
                  world_size=runner.world_size, epoch_based=epoch_based,
                  epoch_length=len(runner.train_dataloader),
-                 inner_count=getattr(wrapper, '_inner_count', 0))
+                 inner_count=inner_count(wrapper))
     if counts > 1 and not wrapper.should_update():  # mid-window
         if runner.world_size > 1:
             logger.warning('checkpoint saved mid-accumulation under DDP: only rank 0 gradients '

@@ -34,6 +34,8 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
 from bevboost.boosts import Boost, BoostCard, add_custom_hook, register_boost
+from bevboost.seams.mmengine_optim import clip_gradients
+from bevboost.seams.torch_internals import scaler_found_inf
 from bevboost.engine.fp32_guards import install_fp32_guards
 from bevboost.engine.nonfinite import (NonFiniteGuard, NonFiniteTrainingError, all_ranks_ok,
                                        check_lr_finite)
@@ -69,15 +71,6 @@ def resolve_dtype(dtype: AmpDtype, device_type: str) -> torch.dtype:
         bf16_ok = device_type == 'cpu' or torch.cuda.is_bf16_supported()
         name = 'bfloat16' if bf16_ok else 'float16'
     return getattr(torch, name)
-
-
-def scaler_found_inf(scaler, optimizer) -> bool:
-    """Whether the scaler's last unscale found inf/NaN (read before ``update()`` resets it).
-
-    ``GradScaler._found_inf_per_device`` is torch-internal; this is the one
-    place the kit reads it (tests/engine/test_amp_contract.py checks it).
-    """
-    return any(bool(v.item()) for v in scaler._found_inf_per_device(optimizer).values())
 
 
 def _make_scaler(loss_scale, device_type: str, enabled: bool, use_fsdp: bool):
@@ -187,7 +180,7 @@ class BoostAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
         else:
             if self.clip_grad_kwargs:
                 self.loss_scaler.unscale_(self.optimizer)
-                self._clip_grad()
+                clip_gradients(self)
             self.loss_scaler.step(self.optimizer, **kwargs)
             found_inf = scaler_found_inf(self.loss_scaler, self.optimizer)
             self.loss_scaler.update(self._scale_update_param)
@@ -292,6 +285,8 @@ def apply_amp(cfg, dtype: AmpDtype = _KEEP, fp32_modules: Sequence[str] | None =
 class AmpBoost(Boost):
     card = BoostCard(
         name='amp',
+        contract_options=dict(dtype='bf16'), step_ratio_limit=2.5, fragment='amp_fp16.py',
+        docs='docs/engine.md#boostampoptimwrapper-a-drop-in-ampoptimwrapper',
         summary='Mixed precision: fp16 with dynamic loss scaling or bf16; fp32 guards for '
                 'sensitive modules; non-finite steps skipped in any precision; loss scale and '
                 'skipped steps logged.',

@@ -41,8 +41,6 @@ from bevboost.seams.torch_compat import add_safe_globals
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
-
 
 def check_checkpoint(path: str, what: str) -> None:
     """Refuse a missing, empty or truncated checkpoint before the run loads it.
@@ -81,43 +79,16 @@ def checkpoint_to_load(runner) -> tuple[str, str] | None:
     (mmengine 0.10's choice: ``resume`` + ``load_from``, ``resume`` alone: the work dir's
     latest, else ``load_from``); None when it reads none."""
     from mmengine.runner import find_latest_checkpoint
-    if getattr(runner, '_has_loaded', False):
+    from bevboost.seams.mmengine_runner import checkpoint_request
+    load_from, resume, loaded = checkpoint_request(runner)
+    if loaded:
         return None
-    load_from, resume = runner._load_from, runner._resume
     if resume and load_from is None:
         latest = find_latest_checkpoint(runner.work_dir)
         return None if latest is None else (latest, f'resume (latest in {runner.work_dir})')
     if load_from is not None:
         return load_from, 'resume' if resume else 'load_from'
     return None
-
-
-def _history_buffer_getstate(self: HistoryBuffer) -> dict:
-    state = dict(self.__dict__)
-    custom = {name: fn for name, fn in self._statistics_methods.items()
-              if not (name in _DEFAULT_STATISTICS and fn is getattr(HistoryBuffer, name))}
-    state.pop('statistics_methods', None)
-    if custom:
-        state['statistics_methods'] = custom
-    return state
-
-
-#: instance attributes a HistoryBuffer has (mmengine 0.10)
-_HISTORY_BUFFER_ATTRS = frozenset({'max_length', '_log_history', '_count_history'})
-
-
-def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
-    """Load a buffer's data; never let a checkpoint change process-wide statistics methods."""
-    state = dict(state)
-    methods = state.pop('statistics_methods', None) or {}
-    self._set_default_statistics()
-    registered = HistoryBuffer._statistics_methods
-    ignored = sorted(str(name) for name in methods if name not in registered)
-    unexpected = sorted(str(key) for key in state if key not in _HISTORY_BUFFER_ATTRS)
-    if ignored or unexpected:
-        logger.warning('checkpoint HistoryBuffer: ignored statistics methods %s not registered '
-                       'in this process and unexpected attributes %s', ignored, unexpected)
-    self.__dict__.update({k: v for k, v in state.items() if k in _HISTORY_BUFFER_ATTRS})
 
 
 def _numpy_globals() -> list:
@@ -141,14 +112,10 @@ def mmengine_safe_globals() -> list:
 
 
 def install() -> None:
-    """Allow-list mmengine checkpoint classes and fix ``HistoryBuffer`` pickling.
+    """Allow-list mmengine checkpoint classes (``HistoryBuffer``'s pickling is fixed by
+    :func:`bevboost.seams.mmengine_checkpoint.patch_history_buffer`).
 
-    Idempotent; called when :mod:`bevboost` is imported.
+    Idempotent; called by :func:`bevboost.seams.install` when :mod:`bevboost` is imported.
     """
-    HistoryBuffer.__getstate__ = _history_buffer_getstate
-    HistoryBuffer.__setstate__ = _history_buffer_setstate
     if add_safe_globals(mmengine_safe_globals()):
         logger.debug('allow-listed mmengine checkpoint classes for weights_only loading')
-
-
-install()

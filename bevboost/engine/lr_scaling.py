@@ -98,6 +98,9 @@ def apply_lr_scaling(cfg, rule: str = 'linear', reference_batch: int | None = No
 class LRScalingBoost(Boost):
     card = BoostCard(
         name='lr-scale',
+        contract_options=dict(reference_batch=16),
+        no_fragment_reason='needs the reference batch and LR of the recipe being moved',
+        docs='docs/engine.md#lr-scaling-lr-scale-boost',
         summary='Scale the LR from the reference batch to world size x per-GPU batch x '
                 'accumulation (linear, sqrt or keep), once, at optimizer build.',
         changes=('optim_wrapper.constructor', 'optim_wrapper.lr_scaling', 'auto_scale_lr'),

@@ -29,6 +29,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
 from bevboost.boosts import Boost, BoostCard, add_custom_hook, register_boost
+from bevboost.seams.mmengine_optim import clip_gradients
+from bevboost.seams.torch_internals import fused_all_finite
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +71,8 @@ def grads_finite(grads: list[torch.Tensor]) -> list[torch.Tensor]:
         groups.setdefault((grad.device, grad.dtype), []).append(_dense(grad))
     flags = []
     for (device, _), group in groups.items():
-        found_inf = torch.zeros(1, device=device)
         try:
-            torch._amp_foreach_non_finite_check_and_unscale_(
-                group, found_inf, torch.ones(1, device=device))
-            flags.append(found_inf[0] == 0)
+            flags.append(fused_all_finite(group, device))
         except (RuntimeError, NotImplementedError):
             flags.append(torch.stack([torch.isfinite(g).all() for g in group]).all())
     return flags
@@ -137,7 +136,7 @@ class NonFiniteGuard:
         reason = nonfinite_reason(self._take_window_losses(), self.optimizer)
         if reason is None:
             if self.clip_grad_kwargs:
-                self._clip_grad()
+                clip_gradients(self)
             self.optimizer.step(**kwargs)
         self._record_step(reason)
 
@@ -297,6 +296,8 @@ def apply_nonfinite_guard(cfg, max_consecutive_skips: int | str | None = None) -
 class NonFiniteGuardBoost(Boost):
     card = BoostCard(
         name='nan-guard',
+        contract_options=dict(max_consecutive_skips=3), step_ratio_limit=1.25,
+        fragment='nan_guard.py', docs='docs/engine.md#non-finite-steps-in-every-precision-nan-guard-boost-and-built-into-amp',
         summary='Skip optimizer steps with a non-finite loss or gradient in fp32, bf16 and fp16 '
                 '(counted, logged with the loss terms); stop after N in a row; never save '
                 'non-finite weights.',

@@ -30,6 +30,7 @@ import math
 from typing import Any
 
 from bevboost.recipe import scale_lr
+from bevboost.seams.mmengine_optim import accumulative_counts
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,11 @@ def reference_of(cfg: Any) -> Reference | None:
 def _note(cfg: Any, text: str, level: int = logging.WARNING) -> None:
     """A line the user sees now (console) and again in the work-dir log at start."""
     from mmengine.logging import print_log
-    print_log(f'bevboost: {text}', logger='current', level=level)
     notes = list(cfg.get(NOTES_KEY) or [])
-    if text not in notes:
-        notes.append(text)
-    cfg[NOTES_KEY] = notes
+    if text in notes:  # reconciled again on the way to the build: said once
+        return
+    print_log(f'bevboost: {text}', logger='current', level=level)
+    cfg[NOTES_KEY] = notes + [text]
 
 
 def reconcile_launch(cfg: Any) -> None:
@@ -164,14 +165,6 @@ def _reconcile_amp_wrapper(cfg: Any, wrapper: Any) -> None:
 
 
 # --- the check on the built runner --------------------------------------------------------
-
-def accumulative_counts(wrapper: Any) -> int:
-    """Micro-batches per optimizer step of a built mmengine ``OptimWrapper``.
-
-    mmengine 0.10.x keeps it only as ``_accumulative_counts`` (no public accessor).
-    """
-    return int(getattr(wrapper, '_accumulative_counts', 1) or 1)
-
 
 def loader_batch_size(loader: Any) -> int | None:
     """Per-GPU batch of a built train dataloader (its batch sampler's when it has one)."""

@@ -28,6 +28,8 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner import EpochBasedTrainLoop
 
+from bevboost.seams.mmengine_optim import accumulative_counts as seam_counts
+
 logger = logging.getLogger(__name__)
 
 #: mmengine's schedulers that build exactly in optimizer steps (one test case each)
@@ -107,12 +109,12 @@ def check_schedulers_exact(param_scheduler, trusted: Iterable[str] = (),
 def accumulative_counts(wrapper) -> int:
     """Micro-batches per optimizer step of a built wrapper (1 for several optimizers)."""
     if isinstance(wrapper, OptimWrapperDict):
-        counts = {getattr(w, '_accumulative_counts', 1) for w in wrapper.values()}
+        counts = {seam_counts(w) for w in wrapper.values()}
         if counts - {1}:
             raise ValueError('gradient accumulation with several optimizers (OptimWrapperDict) '
                              'is not supported by the kit; use one optimizer wrapper')
         return 1
-    return getattr(wrapper, '_accumulative_counts', 1)
+    return seam_counts(wrapper)
 
 
 def is_epoch_based(runner) -> bool:
@@ -185,7 +187,5 @@ def start_epoch_window(wrapper, epoch_length: int) -> None:
     epoch instead; its ``scale_loss``/``should_update``/``should_sync`` then
     give the epoch's last window its own, shorter, count.
     """
-    counts = wrapper._accumulative_counts
-    wrapper._inner_count = 0
-    wrapper._max_counts = epoch_length
-    wrapper._remainder_counts = epoch_length % counts
+    from bevboost.seams.mmengine_optim import restart_windows
+    restart_windows(wrapper, epoch_length)

@@ -4,7 +4,8 @@ Importing this package registers ``StallMonitorHook``, ``TorchProfilerHook``
 and ``ReplayDataHook`` in mmengine's root ``HOOKS`` and the ``measure`` and
 ``profile`` boosts.
 """
-from bevboost.profiling.boosts import TOOLING_BOOSTS, apply_measure, apply_profile
+from bevboost.profiling.boost_measure import apply_measure
+from bevboost.profiling.boost_profile import apply_profile
 from bevboost.profiling.gpu import GpuSampler
 from bevboost.profiling.profiler_hook import TorchProfilerHook
 from bevboost.profiling.replay import ReplayDataHook
@@ -12,5 +13,5 @@ from bevboost.profiling.stages import StageRecorder, instrument_dataloader
 from bevboost.profiling.stall_hook import StallMonitorHook
 
 __all__ = ['GpuSampler', 'ReplayDataHook', 'StageRecorder', 'StallMonitorHook',
-           'TOOLING_BOOSTS', 'TorchProfilerHook', 'apply_measure', 'apply_profile',
+           'TorchProfilerHook', 'apply_measure', 'apply_profile',
            'instrument_dataloader']

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bevboost.boosts import available_boosts, get_boost, parse_variant
-from bevboost.profiling.boosts import TOOLING_BOOSTS
+from bevboost.boosts import tooling_boosts
 from bevboost.profiling.verdict import analyse
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _boost_variant(name: str, *, lenient: bool) -> Variant:
             if not lenient:
                 raise
             return Variant(name, [], reason=f'boost {part.strip()!r} is not in this build')
-        if boost_name in TOOLING_BOOSTS:
+        if boost_name in tooling_boosts():
             raise ValueError(f'variant {name!r}: {boost_name!r} measures, it is not a '
                              f'variant (every run is measured)')
         boost = get_boost(boost_name)
@@ -97,7 +97,7 @@ def default_variants() -> list[str]:
     Those that do not fit the config are reported as unable to run, with the reason."""
     names = [BASELINE]
     for name, boost in available_boosts().items():
-        if name not in TOOLING_BOOSTS and not _needs_value(boost):
+        if name not in tooling_boosts() and not _needs_value(boost):
             names.append(name)
     if 'accum' in available_boosts():
         names.append('accum=2')
@@ -112,7 +112,7 @@ def _all_variant(listed: list[Variant]) -> Variant:
         if v.exact and v.reason is None and len(v.specs) == 1:
             picks.setdefault(parse_variant(v.specs[0])[0], v.specs[0])
     for name, boost in available_boosts().items():
-        if (name not in picks and name not in TOOLING_BOOSTS and boost.card.exact
+        if (name not in picks and name not in tooling_boosts() and boost.card.exact
                 and boost.unavailable_reason() is None and not _needs_value(boost)):
             picks[name] = name
     return Variant(ALL, list(picks.values()), reason=None if picks else

@@ -76,32 +76,14 @@ def wrap_loop_batches(loop: Any, wrap: Callable[[Iterator], Iterator]) -> None:
 
 def restart_workers(loop: Any) -> None:
     """Restart IterBasedTrainLoop's workers so they fork with the timed pipeline."""
-    from mmengine.runner.loops import _InfiniteDataloaderIterator
-    if type(getattr(loop, 'dataloader_iterator', None)) is not _InfiniteDataloaderIterator:
-        return  # epoch loops start workers per epoch; a replaced iterator has none
-    dataloader = loop.dataloader
-    old = getattr(loop.dataloader_iterator, '_iterator', None)
-    if getattr(dataloader, 'num_workers', 0) > 0:
-        if hasattr(old, '_shutdown_workers'):
-            old._shutdown_workers()
-        if getattr(dataloader, '_iterator', None) is not None:  # persistent workers
-            dataloader._iterator = None
-    # InfiniteSampler keeps one index generator; the old worker iterator closes
-    # it when collected. A fresh one restarts the same seeded order.
-    sampler = getattr(dataloader, 'sampler', None)
-    if hasattr(sampler, '_indices_of_rank'):
-        sampler.indices = sampler._indices_of_rank()
-    loop.dataloader_iterator = _InfiniteDataloaderIterator(dataloader)
+    from bevboost.seams.mmengine_loops import restart_infinite_iterator
+    restart_infinite_iterator(loop)
 
 
 def stop_workers(loop: Any) -> None:
     """Shut the train loader's workers down (training is over) so they flush."""
-    proxy = getattr(loop, 'dataloader_iterator', None)
-    inner = getattr(proxy, 'inner', proxy)
-    loader = getattr(loop.dataloader, 'loader', loop.dataloader)
-    for it in (getattr(inner, '_iterator', None), getattr(loader, '_iterator', None)):
-        if hasattr(it, '_shutdown_workers'):
-            it._shutdown_workers()
+    from bevboost.seams.mmengine_loops import stop_loop_workers
+    stop_loop_workers(loop)
 
 
 def wrap_method(obj: Any, name: str, on_call: Callable[[float, float], None],

@@ -79,7 +79,6 @@ class ReplayDataHook(Hook):
             source = iter(loop.dataloader)
             batches = list(itertools.islice(source, self.num_batches))
             loop.dataloader = _ReplayLoader(loop.dataloader, batches)
-        shutdown = getattr(getattr(source, '_iterator', source), '_shutdown_workers', None)
-        if shutdown is not None:  # the real workers are no longer needed
-            shutdown()
+        from bevboost.seams.mmengine_loops import stop_iterator_workers
+        stop_iterator_workers(source)  # the real workers are no longer needed
         logger.info('replaying %d cached batches: data-free ceiling run', len(batches))

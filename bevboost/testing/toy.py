@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import torch
+import torch.utils.checkpoint
 from mmengine.dataset import BaseDataset
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, MODELS
@@ -38,6 +39,40 @@ class ToyRegressor(BaseModel):
         if mode == 'predict':
             return [{'pred': p} for p in pred]
         return pred
+
+
+@MODELS.register_module()
+class ToyMLPBackbone(nn.Module):
+    """A stack of MLP blocks with an mmdet-style ``with_cp`` switch (activation
+    checkpointing of each block while training), for the ``checkpoint`` boost."""
+
+    def __init__(self, in_features: int = 8, hidden: int = 64, blocks: int = 3,
+                 with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.stem = nn.Linear(in_features, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+                                    for _ in range(blocks))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            if self.with_cp and self.training and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+@MODELS.register_module()
+class ToyBackboneRegressor(ToyRegressor):
+    """The toy regressor on an ``img_backbone`` built from config (``ToyMLPBackbone``)."""
+
+    def __init__(self, img_backbone: dict | None = None, in_features: int = 8,
+                 data_preprocessor: dict | None = None):
+        super().__init__(in_features=in_features, data_preprocessor=data_preprocessor)
+        self.img_backbone = MODELS.build(img_backbone or dict(type='ToyMLPBackbone'))
+        self.net = nn.Sequential(self.img_backbone, nn.Linear(self.img_backbone.stem.out_features, 1))
 
 
 @DATASETS.register_module()

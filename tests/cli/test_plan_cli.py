@@ -213,7 +213,10 @@ def test_planned_config_imports_bevboost_and_reports_its_boosts(tmp_path, capsys
     new = Config.fromfile(str(out))
     assert new.custom_imports.imports == ['bevboost.testing.toy', 'bevboost']
     report = [h for h in new.custom_hooks if h.type == 'BoostReportHook']
-    assert report and report[0].boosts == {'accum': {'counts': 4, 'per_gpu_batch': 2}}
+    # the plan's accumulation is the accum boost's (plan rescales the loop lengths itself)
+    assert report and report[0].boosts == {'accum': {'counts': 4, 'per_gpu_batch': 2,
+                                                     'scale_loop': False}}
+    assert new.bevboost_applied == ['accum']
 
 
 def test_train_takes_boost_options(tmp_path, capsys):

@@ -34,20 +34,21 @@ def _sched(cfg: Config, type_: str) -> list[dict]:
     return [s for s in cfg.param_scheduler if s['type'] == type_]
 
 
-#: boosts without a fragment, and why: a reference recipe is the user's, not the kit's
-NO_FRAGMENT = {'lr-scale': 'needs the reference batch and LR of the recipe being moved'}
-
-
 def test_expected_configs_are_bundled():
     assert {PETR_V99, PETR_TINY, BEVF_LIDAR, BEVF_CAM} <= set(MODEL_CONFIGS)
 
 
-def test_every_registered_boost_has_a_fragment():
-    """A boost added to the registry comes with its `_base_` fragment (or a reason here)."""
+def test_every_registered_boost_has_its_fragment():
+    """The fragment a boost's card names exists and asks for that boost (or the card says
+    why it has none)."""
     from bevboost.boosts import available_boosts
-    requested = {name for path in BOOST_FRAGMENTS for name in boosts_in_config(load(path))}
-    missing = set(available_boosts()) - requested - set(NO_FRAGMENT)
-    assert not missing, f'boosts without a configs/_base_/boosts fragment: {sorted(missing)}'
+    for name, boost in available_boosts().items():
+        if boost.card.fragment is None:
+            assert boost.card.no_fragment_reason, f'{name}: no fragment and no reason'
+            continue
+        path = CONFIGS / '_base_' / 'boosts' / boost.card.fragment
+        assert path.is_file(), f'{name}: card.fragment {path} does not exist'
+        assert name in boosts_in_config(load(path)), f'{path} does not ask for {name}'
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=_name)
@@ -154,6 +155,12 @@ def _compose(model_cfg: Path, fragment: Path, tmp_path: Path) -> Config:
     return load(f)
 
 
+def _without_with_cp(node):
+    if isinstance(node, dict):
+        return {k: _without_with_cp(v) for k, v in node.items() if k != 'with_cp'}
+    return node
+
+
 @pytest.mark.parametrize('fragment', BOOST_FRAGMENTS, ids=_name)
 @pytest.mark.parametrize('model_cfg', MODEL_CONFIGS, ids=_name)
 def test_every_boost_fragment_composes_with_every_model(model_cfg, fragment, tmp_path):
@@ -168,16 +175,19 @@ def test_every_boost_fragment_composes_with_every_model(model_cfg, fragment, tmp
         try:
             boosted = apply_boosts(cfg)
         except ValueError as exc:
-            assert 'MultiViewImage' in str(exc) or "has no ['img_backbone']" in str(exc)
+            assert 'MultiViewImage' in str(exc) or "has no ['img_backbone'" in str(exc)
             return
     else:
         boosted = apply_boosts(cfg)
     assert list(requested) == boosted.bevboost_applied
     assert 'bevboost_boosts' not in boosted
     # boosts change the recipe, not the network; fast-decode/dali may put the main-process
-    # decode stage in front of the model's own data preprocessor, which stays as it was
-    net = {k: v for k, v in cfg.model.items() if k != 'data_preprocessor'}
-    assert {k: v for k, v in boosted.model.items() if k != 'data_preprocessor'} == net
+    # decode stage in front of the model's own data preprocessor, which stays as it was;
+    # checkpoint turns on with_cp switches (the same math), nothing else
+    def network(model):
+        model = {k: v for k, v in model.items() if k != 'data_preprocessor'}
+        return _without_with_cp(model) if 'checkpoint' in requested else model
+    assert network(boosted.model) == network(cfg.model)
     pre, original = boosted.model.get('data_preprocessor'), cfg.model.get('data_preprocessor')
     if pre != original:
         assert pre['type'] == 'MainProcessDecodePreprocessor'

@@ -118,7 +118,7 @@ def test_counter_is_shared_by_forked_workers_and_copies():
 
 
 def test_fast_decode_boost_adds_the_hook_and_the_hook_finds_wrapped_counters():
-    from bevboost.data.boosts import apply_fast_decode
+    from bevboost.data.boost_fast_decode import apply_fast_decode
     cfg = Config(dict(train_dataloader=dict(dataset=dict(type='RepeatDataset', dataset=dict(
         pipeline=[dict(type='LoadMultiViewImageFromFiles', num_views=6)])))))
     apply_fast_decode(cfg, backend='cpu', decode='worker')

@@ -26,7 +26,7 @@ from bevboost.testing.toy import toy_config
 
 def test_from_cfg_wrapper_is_installed_and_mmengine_still_dispatches_through_it():
     assert install_config_boosts_route() is True  # shape of Runner.from_cfg still fits
-    assert Runner.from_cfg.__func__.__name__ == '_boosting_from_cfg'
+    assert Runner.from_cfg.__func__._bevboost_wrapped
     # tools/train.py's RUNNERS.build route ends in runner_cls.from_cfg(args)
     assert RUNNERS.build_func is build_runner_from_cfg
     assert '.from_cfg(args)' in inspect.getsource(build_runner_from_cfg)

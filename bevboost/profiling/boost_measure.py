@@ -1,7 +1,7 @@
-"""``measure`` and ``profile``: measurement switched on like any other boost.
+"""The ``measure`` boost: ``StallMonitorHook`` switched on like any other boost.
 
-Both only add a hook to ``custom_hooks``; they change no training math
-(``exact``) and the bench harness never counts them as optimizations.
+It only adds a hook to ``custom_hooks``; it changes no training math (``exact``) and
+is tooling: the bench harness never counts it as an optimization.
 """
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from typing import Any
 from mmengine.config import Config
 
 from bevboost.boosts import Boost, BoostCard, BoostNotInEffect, register_boost, require_hook
-
-#: boosts that measure rather than optimize (left out of ``bench --variants all``)
-TOOLING_BOOSTS = frozenset({'measure', 'profile'})
 
 
 def _add_hook(cfg: Config, hook: dict) -> None:
@@ -37,16 +34,12 @@ def apply_measure(cfg: Config, warmup_iters: int = 5, **hook_kwargs: Any) -> Non
                         warmup_iters=_int_option('warmup_iters', warmup_iters), **hook_kwargs))
 
 
-def apply_profile(cfg: Config, active: int = 3, **hook_kwargs: Any) -> None:
-    """Add ``TorchProfilerHook`` (Chrome trace + TensorBoard profiler run)."""
-    _add_hook(cfg, dict(type='TorchProfilerHook', active=max(1, _int_option('active', active)),
-                        **hook_kwargs))
-
-
 @register_boost
 class MeasureBoost(Boost):
     card = BoostCard(
         name='measure',
+        contract_options=dict(warmup_iters=1), tooling=True, fragment='measure.py',
+        docs='docs/bench.md#1-measurement-hooks-any-mmengine--mmdet3d-config',
         summary='per-iteration data stall vs compute, samples/s, memory, NVML GPU use, '
                 'worker CPU and per-transform timings',
         changes=('custom_hooks',),
@@ -64,27 +57,3 @@ class MeasureBoost(Boost):
             raise BoostNotInEffect(f'StallMonitorHook warms up {hook.warmup_iters} '
                                    f'iterations, asked {wanted}')
         return f'StallMonitorHook (warm-up {hook.warmup_iters} iterations)'
-
-
-@register_boost
-class ProfileBoost(Boost):
-    card = BoostCard(
-        name='profile',
-        summary='torch.profiler over a wait/warmup/active window: Chrome trace, '
-                'TensorBoard profiler run, NVTX ranges on GPU',
-        changes=('custom_hooks',),
-        expected_effect='slower during the active window only',
-        exact=True, order=91, strategies=('*',))
-    primary_option = 'active'
-
-    def apply(self, cfg: Config, **options: Any) -> None:
-        apply_profile(cfg, **options)
-
-    def verify(self, runner: Any, **options: Any) -> str:
-        hook = require_hook(runner, 'TorchProfilerHook')
-        wanted = options.get('active')
-        if wanted is not None and hook.window['active'] != max(1, _int_option('active', wanted)):
-            raise BoostNotInEffect(f"TorchProfilerHook profiles {hook.window['active']} "
-                                   f'iterations, asked {wanted}')
-        window = ', '.join(f'{k}={v}' for k, v in hook.window.items())
-        return f'TorchProfilerHook ({window})'

@@ -1,13 +1,12 @@
-"""Boosts of the camera data path: ``fast-decode``, ``dali``, ``shm``.
+"""The ``fast-decode`` boost: the fast multi-view loader with the model's resize folded in.
 
-``fast-decode`` / ``dali`` replace the stock multi-view loading transform and
-fold the resize/crop it reaches under the rule of :mod:`bevboost.data.fold`
-(PETR ``ResizeCropFlipImage``, StreamPETR ``ResizeCropFlipRotImage``,
-BEVFusion ``ImageAug3D``, the kit's ``MultiViewResizeCropFlip``) into
-:class:`~bevboost.data.transforms.FastLoadMultiViewImageFromFiles` in every
-pipeline of the config; where CUDA lives, decoding moves to the training
-process (:mod:`bevboost.data.main_decode`). ``shm`` swaps the train dataloader for the
-shared-memory ring loader.
+It replaces the stock multi-view loading transform and folds the resize/crop it
+reaches under the rule of :mod:`bevboost.data.fold` (PETR ``ResizeCropFlipImage``,
+StreamPETR ``ResizeCropFlipRotImage``, BEVFusion ``ImageAug3D``, the kit's
+``MultiViewResizeCropFlip``) into
+:class:`~bevboost.data.transforms.FastLoadMultiViewImageFromFiles` in every pipeline
+of the config; where CUDA lives, decoding moves to the training process
+(:mod:`bevboost.data.main_decode`).
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from typing import Any
 from mmengine.config import Config
 
 from bevboost.boosts import Boost, BoostCard, add_custom_hook, config_entry, register_boost
-
 from bevboost.data.fold import FAST_TYPE, LOADERS, rewrite_pipeline, short_type
 
 logger = logging.getLogger(__name__)
@@ -116,29 +114,6 @@ def apply_fast_decode(cfg: Config, backend: str = 'auto', decode: str = 'auto') 
         imports['imports'] = list(imports.get('imports', [])) + ['bevboost']
 
 
-def apply_shm(cfg: Config, slots: int | None = None, device: str = 'cpu') -> None:
-    """Serve ``train_dataloader`` through the shared-memory ring loader."""
-    if not isinstance(cfg.get('train_dataloader'), dict):
-        raise ValueError(f'config {cfg.filename or "<in memory>"!r} has no train_dataloader')
-    train_ds = cfg['train_dataloader'].get('dataset') or {}
-    while isinstance(train_ds, dict) and 'dataset' in train_ds and 'pipeline' not in train_ds:
-        train_ds = train_ds['dataset']
-    pipeline = train_ds.get('pipeline') if isinstance(train_ds, dict) else None
-    if not pipeline or not any('MultiViewImage' in str(t.get('type', '')) for t in pipeline):
-        raise ValueError(f'config {cfg.filename or "<in memory>"!r}: the shm ring holds '
-                         'multi-view camera images, but train_dataloader.dataset.pipeline '
-                         'loads none (no *MultiViewImage* transform)')
-    runner_type = cfg.get('runner_type')
-    if runner_type not in (None, 'Runner', 'ShmRingRunner'):
-        raise ValueError(f'shm boost needs runner_type ShmRingRunner, config sets {runner_type!r}')
-    cfg['runner_type'] = 'ShmRingRunner'
-    cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
-    imports = cfg['custom_imports'].setdefault('imports', [])
-    if 'bevboost' not in imports:
-        imports.append('bevboost')
-    cfg['train_dataloader']['shm_ring'] = dict(slots=slots, device=device)
-
-
 def verify_fast_loader(runner: Any, backend: str | None) -> str:
     """What loads the built train pipeline's images, and whether it folded the resize."""
     from bevboost.boosts import BoostNotInEffect, train_pipeline_transforms
@@ -177,6 +152,8 @@ def _decode_site(runner: Any, loader: Any) -> str:
 class FastDecodeBoost(Boost):
     card = BoostCard(
         name='fast-decode',
+        contract_model='camera', fragment='fast_decode.py',
+        docs='docs/data.md#loading-transform-and-folding-fast-decode-boost',
         summary=('decode camera JPEGs at reduced DCT scale and fold the resize/crop into the '
                  'loader (refuses a resize/crop it cannot reach: see bevboost.data.fold); '
                  'on CUDA, decode batched in the training process (nvJPEG / DALI mixed)'),
@@ -194,53 +171,3 @@ class FastDecodeBoost(Boost):
 
     def verify(self, runner: Any, **options: Any) -> str:
         return verify_fast_loader(runner, backend=None)
-
-
-@register_boost
-class DaliBoost(Boost):
-    card = BoostCard(
-        name='dali', summary=('decode camera JPEGs with NVIDIA DALI: mixed (GPU) in the '
-                              'training process on CUDA, CPU DALI in the workers elsewhere'),
-        changes=FastDecodeBoost.card.changes,
-        expected_effect=('offloads decode to the GPU (mixed); CPU DALI is no faster than '
-                         'fast-decode'),
-        exact=False, requires=('nvidia.dali',), order=21, strategies=('*',))
-
-    def apply(self, cfg: Config, **options: Any) -> None:
-        apply_fast_decode(cfg, backend='dali', decode=options.get('decode', 'auto'))
-
-    def verify(self, runner: Any, **options: Any) -> str:
-        return verify_fast_loader(runner, backend='dali')
-
-
-@register_boost
-class ShmBoost(Boost):
-    card = BoostCard(
-        name='shm', summary=('workers write batch payloads (uint8 images or JPEG bytes) into a '
-                             'private shared-memory ring; the main process reads them in place'),
-        changes=('runner_type', 'train_dataloader.shm_ring', 'custom_imports'),
-        expected_effect=('where transfer dominates (uint8 12x320x800, JPEG bytes): 2.9-4.0x '
-                         'samples per CPU-second over torch DataLoader (docs/data.md); none '
-                         'when workers are decode-bound'),
-        exact=True, order=30,
-        strategies=())  # needs ShmRingRunner, a Runner subclass
-    primary_option = 'slots'
-
-    def parse_value(self, value: str) -> dict[str, Any]:
-        if not value.isdigit() or int(value) < 2:
-            raise ValueError(f'shm=<slots> needs an int >= 2, got {value!r}')
-        return {'slots': int(value)}
-
-    def apply(self, cfg: Config, **options: Any) -> None:
-        apply_shm(cfg, **options)
-
-    def verify(self, runner: Any, slots: int | None = None, **options: Any) -> str:
-        from bevboost.boosts import BoostNotInEffect
-        from bevboost.data.shm_loader import ShmRingLoader
-        loader = runner.train_dataloader
-        if not isinstance(loader, ShmRingLoader):
-            raise BoostNotInEffect(f'train dataloader is {type(loader).__name__}, not ShmRingLoader')
-        if slots is not None and loader.slots != int(slots):
-            raise BoostNotInEffect(f'ring has {loader.slots} slots, asked {slots}')
-        return (f'ShmRingLoader ({loader.slots} slots, {loader.num_workers} workers, '
-                f'{type(runner).__name__})')
