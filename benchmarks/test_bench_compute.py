@@ -58,7 +58,7 @@ _BOOST_HOOKS = (ChannelsLastHook, CompileTimingHook, FusedOptimizerCheckHook)
 
 @pytest.fixture(scope='module')
 def synth_root(tmp_path_factory) -> Path:
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
     return synthesize_nuscenes(tmp_path_factory.mktemp('nus_compute'), scenes=2,
                                samples_per_scene=2, image_size=(128, 352), lidar_sweeps=0)
 

@@ -110,7 +110,7 @@ def _step_fn(runner):
 @pytest.mark.slow
 def test_tiny_petrv2_step_amp_side_by_side(benchmark, tmp_path_factory):
     import time
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
     root = synthesize_nuscenes(tmp_path_factory.mktemp('nus'), scenes=2, samples_per_scene=2,
                                image_size=(256, 704), lidar_sweeps=0)
     steps = {}

@@ -112,8 +112,8 @@ def camera_sources(tmp_path_factory):
     import sys
     from pathlib import Path
 
-    from bevboost.data.synth import synthesize_nuscenes
-    from tests.dropin.test_dropin import PLAIN_CAMERA, PLAIN_CAMERA_OWN_LOADER
+    from bevboost.synth import synthesize_nuscenes
+    from tests.dropin.launch import PLAIN_CAMERA, PLAIN_CAMERA_OWN_LOADER
     here = str(Path(__file__).resolve().parent / 'dropin')
     if here not in sys.path:
         sys.path.insert(0, here)  # the configs import ``plainmodels``

@@ -69,7 +69,7 @@ def _default_config(out: Path) -> Path:
     if not (root / 'nuscenes_infos_train.pkl').is_file():
         root = SYNTH_CACHE / 'synth_nuscenes'
         if not (root / 'nuscenes_infos_train.pkl').is_file():
-            from bevboost.data.synth import synthesize_nuscenes
+            from bevboost.synth import synthesize_nuscenes
             logger.info('generating the synthetic nuScenes set for the default config into %s '
                         '(%s; once)', root, SYNTH_KWARGS)
             synthesize_nuscenes(root, **SYNTH_KWARGS)

@@ -42,7 +42,7 @@ def _check_synth_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
 
     _check_synth_args(args)
     from bevboost.cli.phase import run_phase

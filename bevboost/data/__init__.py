@@ -1,4 +1,4 @@
-"""Fast multi-view camera data path and the synthetic nuScenes dataset.
+"""Fast multi-view camera data path (synthetic nuScenes data: :mod:`bevboost.synth`).
 
 Importing registers ``FastLoadMultiViewImageFromFiles`` (mmengine root
 TRANSFORMS), ``MainProcessDecodePreprocessor`` (root MODELS), ``ShmRingRunner``
@@ -12,9 +12,8 @@ from bevboost.data.decode import ImageLoadError
 from bevboost.data.main_decode import MainProcessDecodePreprocessor
 from bevboost.data.preprocess import UInt8Normalizer
 from bevboost.data.shm_loader import ShmRingLoader
-from bevboost.data.synth import synthesize_nuscenes
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
 
 __all__ = ['FastLoadMultiViewImageFromFiles', 'ImageLoadError', 'MainProcessDecodePreprocessor',
            'ShmRingLoader',
-           'UInt8Normalizer', 'synthesize_nuscenes']
+           'UInt8Normalizer']

@@ -99,7 +99,7 @@ class Context:
     def nus_root(self) -> Path:
         """A synthetic nuScenes tree: 2 samples x 6 cameras of 1600x900 JPEGs."""
         if self._nus is None:
-            from bevboost.data.synth import synthesize_nuscenes
+            from bevboost.synth import synthesize_nuscenes
             self._nus = synthesize_nuscenes(self.tmp / 'nus', scenes=2, samples_per_scene=1,
                                             lidar_sweeps=0, seed=0)
         return self._nus

@@ -1,4 +1,4 @@
-# Tiny PETRv2 on the kit's synthetic nuScenes (bevboost.data.synth): trains on a
+# Tiny PETRv2 on the kit's synthetic nuScenes (bevboost.synth): trains on a
 # CPU in minutes; the subject of `bevboost bench`. 6 cameras x 2 frames at 96x256.
 _base_ = [
     '../_base_/default_runtime.py',

@@ -29,7 +29,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope='session')
 def synth_root(tmp_path_factory) -> Path:
-    synth = pytest.importorskip('bevboost.data.synth')
+    synth = pytest.importorskip('bevboost.synth')
     out = tmp_path_factory.mktemp('synth_nuscenes_compute')
     return synth.synthesize_nuscenes(out, scenes=2, samples_per_scene=4, image_size=(128, 352))
 

@@ -11,8 +11,8 @@ from bevboost.compute.compile_model import STEADY_ITERS, CompileTimingHook, is_c
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, dynamo_graph_count, eager_runs
 from bevboost.testing.toy import toy_config
-from tests.compute.helpers import ADAMW, log_text, train_toy
-from tests.engine.runner_helpers import assert_params_close, params_of
+from bevboost.testing.compute_helpers import ADAMW, log_text, train_toy
+from bevboost.testing.runner_helpers import assert_params_close, params_of
 
 #: compile=model on the toy (SGD momentum): torch 2.1's dynamo crashes on it
 WHOLE_MODEL_SGD = pytest.mark.torch_min(COMPILE_SGD_MOMENTUM_MIN,

@@ -12,8 +12,8 @@ from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.seams.torch_compat import FUSED_CPU_MIN
 from bevboost.testing.toy import toy_config
-from tests.compute.helpers import ADAMW, train_toy  # also registers the toy models
-from tests.engine.runner_helpers import assert_params_close, params_of
+from bevboost.testing.compute_helpers import ADAMW, train_toy  # also registers the toy models
+from bevboost.testing.runner_helpers import assert_params_close, params_of
 
 #: fused AdamW/SGD kernels on CPU (torch 2.1-2.3: CUDA only; see bevboost/seams/torch_compat.py)
 FUSED_ON_CPU = pytest.mark.torch_min(FUSED_CPU_MIN, 'fused optimizer kernels on CPU')

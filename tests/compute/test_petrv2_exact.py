@@ -6,8 +6,8 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from tests.compute.helpers import LossRecorder
-from tests.engine.runner_helpers import params_of
+from bevboost.testing.compute_helpers import LossRecorder
+from bevboost.testing.runner_helpers import params_of
 
 pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bevboost.data.synth import synthesize_nuscenes
+from bevboost.synth import synthesize_nuscenes
 
 
 @pytest.fixture(scope='session')

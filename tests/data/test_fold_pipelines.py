@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from bevboost.data.fold import rewrite_pipeline
-from bevboost.data.synth import synthesize_nuscenes
+from bevboost.synth import synthesize_nuscenes
 from tests.data.stock_aug import stock_transform
 
 pytestmark = pytest.mark.mmdet3d

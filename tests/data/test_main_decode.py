@@ -136,7 +136,7 @@ def test_the_worker_trap_catches_a_cuda_call(nus_root):
 @pytest.mark.slow
 def test_tiny_petrv2_trains_with_main_process_decode(tmp_path):
     from bevboost.boosts import apply_boosts
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
     from bevboost.runner_utils import build_runner
     from tests.petr.conftest import TINY_CONFIG, tiny_config
     root = synthesize_nuscenes(tmp_path / 'nus', scenes=2, samples_per_scene=4,

@@ -291,7 +291,7 @@ def test_tiny_petrv2_trains_with_main_process_decode_through_the_ring(tmp_path):
 
     from bevboost.boosts import apply_boosts
     from bevboost.data.main_decode import MainProcessDecodePreprocessor
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
     from bevboost.runner_utils import build_runner
     from tests.petr.conftest import TINY_CONFIG, tiny_config
     root = synthesize_nuscenes(tmp_path / 'nus', scenes=2, samples_per_scene=2,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bevboost.data.synth import synthesize_nuscenes
-from bevboost.data.synth_world import CAMERAS, CLASS_NAMES
+from bevboost.synth import synthesize_nuscenes
+from bevboost.synth.world import CAMERAS, CLASS_NAMES
 
 SMALL = (226, 400)
 

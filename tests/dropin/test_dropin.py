@@ -14,10 +14,6 @@ with the named error.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -28,58 +24,8 @@ from bevboost.boosts import available_boosts
 from bevboost.cli.main import main as cli
 from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, torch_at_least
 
-HERE = Path(__file__).resolve().parent
-
-PLAIN_TOY = '''
-custom_imports = dict(imports=['plainmodels'], allow_failed_imports=False)
-default_scope = 'mmengine'
-model = dict(type='PlainRegressor')
-train_dataloader = dict(batch_size=4, num_workers=0,
-                        sampler=dict(type='InfiniteSampler', shuffle=False),
-                        dataset=dict(type='PlainRegressionDataset', num_samples=32),
-                        collate_fn=dict(type='default_collate'))
-train_cfg = dict(by_epoch=False, max_iters=3, val_interval=1000)
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
-param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=2)]
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1000))
-auto_scale_lr = dict(enable=False, base_batch_size=8)
-randomness = dict(seed=0)
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
-log_level = 'WARNING'
-'''
-
-PLAIN_CAMERA = '''
-custom_imports = dict(imports=['plainmodels'], allow_failed_imports=False)
-default_scope = 'mmengine'
-model = dict(type='PlainCameraNet')
-train_pipeline = [
-    dict(type='LoadMultiViewImageFromFiles', to_float32=False, num_views=6),
-    dict(type='ResizeCropFlipImage', training=True,
-         data_aug_conf=dict(final_dim=(32, 88), resize_lim=(0.25, 0.3), bot_pct_lim=(0.0, 0.0),
-                            rot_lim=(0.0, 0.0), rand_flip=True)),
-    dict(type='PackCameraImages'),
-]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        sampler=dict(type='InfiniteSampler', shuffle=True),
-                        dataset=dict(type='PlainCameraDataset', data_root={root!r},
-                                     ann_file='nuscenes_infos_train.pkl', serialize_data=False,
-                                     pipeline=train_pipeline),
-                        collate_fn=dict(type='default_collate'))
-train_cfg = dict(by_epoch=False, max_iters=2, val_interval=1000)
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01))
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1000))
-randomness = dict(seed=0)
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
-log_level = 'WARNING'
-'''
-
-#: the camera config with the user's own loader (shm alone: nothing mmdet3d to build)
-PLAIN_CAMERA_OWN_LOADER = PLAIN_CAMERA.replace(
-    """    dict(type='LoadMultiViewImageFromFiles', to_float32=False, num_views=6),
-    dict(type='ResizeCropFlipImage', training=True,
-         data_aug_conf=dict(final_dim=(32, 88), resize_lim=(0.25, 0.3), bot_pct_lim=(0.0, 0.0),
-                            rot_lim=(0.0, 0.0), rand_flip=True)),""",
-    "    dict(type='PlainLoadMultiViewImages', size=(32, 88)),")
+from tests.dropin.launch import (HERE, PLAIN_CAMERA, PLAIN_CAMERA_OWN_LOADER,  # noqa: F401
+                                  PLAIN_TOY, train_fresh)
 
 #: what ``--with`` gets for each boost on the toy (T), camera (C) or own-loader camera (O) config
 BOOST_SPECS = {
@@ -101,18 +47,6 @@ COMBINATIONS = {'amp+accum+measure': ('T', 'amp=bf16,accum=2,measure=1'),
                 'fast-decode+shm': ('C', 'fast-decode,shm')}
 
 
-def train_fresh(jobs: list[dict], tmp_path: Path) -> list[dict]:
-    """Run ``jobs`` in one new interpreter that imports only what the configs import."""
-    path = tmp_path / 'jobs.json'
-    path.write_text(json.dumps(jobs))
-    env = dict(os.environ, PYTHONPATH=str(HERE), OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, str(HERE / 'train_like_tools.py'), str(path)],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS ')]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len('RESULTS '):])
-
-
 def _write_sources(tmp_path: Path, camera_root: Path) -> dict[str, Path]:
     sources = {'T': tmp_path / 'plain_toy.py', 'C': tmp_path / 'plain_camera.py',
                'O': tmp_path / 'plain_camera_own_loader.py'}
@@ -127,7 +61,7 @@ def _write_sources(tmp_path: Path, camera_root: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope='module')
 def camera_root(tmp_path_factory):
-    from bevboost.data.synth import synthesize_nuscenes
+    from bevboost.synth import synthesize_nuscenes
     return synthesize_nuscenes(tmp_path_factory.mktemp("dropin_nus"), scenes=2,
                                samples_per_scene=2, image_size=(128, 352), lidar_sweeps=0)
 

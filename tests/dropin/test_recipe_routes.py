@@ -24,7 +24,7 @@ from bevboost.engine.recipe_check import RecipeMismatchError
 from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
 
-from tests.dropin.test_dropin import train_fresh
+from tests.dropin.launch import train_fresh
 
 PLAIN = '''
 custom_imports = dict(imports=['plainmodels'], allow_failed_imports=False)

@@ -5,7 +5,7 @@ from mmengine.config import Config
 
 from bevboost.engine.accumulation import apply_accumulation, report_batch_norm
 from bevboost.testing.toy import ToyRegressor, toy_config
-from tests.engine.runner_helpers import assert_params_close, params_of, run_toy
+from bevboost.testing.runner_helpers import assert_params_close, params_of, run_toy
 
 WARMUP_COSINE = [
     dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0, end=3),
@@ -50,7 +50,7 @@ def test_default_mmengine_hook_gets_it_wrong(tmp_path):
                             param_scheduler=WARMUP_COSINE))
     cfg.optim_wrapper.accumulative_counts = 4
     from mmengine.runner import Runner
-    from tests.engine.runner_helpers import StepRecorder
+    from bevboost.testing.runner_helpers import StepRecorder
     runner = Runner.from_cfg(cfg)
     rec = StepRecorder()
     runner.register_hook(rec)

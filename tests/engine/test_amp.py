@@ -10,7 +10,7 @@ from torch import nn
 from bevboost.engine.amp import BoostAmpOptimWrapper, resolve_dtype
 from bevboost.engine.fp32_guards import install_fp32_guards
 from bevboost.seams.torch_compat import CPU_FP16_MIN
-from tests.engine.runner_helpers import InjectInfGrad, params_of, run_toy
+from bevboost.testing.runner_helpers import InjectInfGrad, params_of, run_toy
 
 WARMUP = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=5)]
 
@@ -35,7 +35,7 @@ def test_fp16_overflow_skips_step_and_holds_schedulers(tmp_path):
 
     from bevboost.boosts import apply_boosts
     from bevboost.testing.toy import toy_config
-    from tests.engine.runner_helpers import StepRecorder
+    from bevboost.testing.runner_helpers import StepRecorder
 
     def run(name, inject):
         cfg = apply_boosts(Config(toy_config(str(tmp_path / name), max_iters=6, lr=0.05,

@@ -23,7 +23,7 @@ from bevboost.engine.nonfinite import NonFiniteTrainingError
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
-from tests.engine.runner_helpers import InjectInfGrad, StepRecorder
+from bevboost.testing.runner_helpers import InjectInfGrad, StepRecorder
 
 #: fp16 on CPU: autocast fp16 + torch.amp.GradScaler('cpu') (see bevboost/seams/torch_compat.py)
 CPU_FP16 = pytest.mark.torch_min(CPU_FP16_MIN, "fp16 autocast and torch.amp.GradScaler('cpu')")

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.engine.scheduler_cases import registry_cases
+from bevboost.testing.scheduler_cases import registry_cases
 
 WORLD = 2
 COUNTS = 4
@@ -101,7 +101,7 @@ def _worker(rank, port, work_dir, queue):
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
     dist.init_process_group('gloo', rank=rank, world_size=WORLD)
     import bevboost  # noqa: F401
-    from tests.engine.scheduler_cases import fast_config_text, run_case
+    from bevboost.testing.scheduler_cases import fast_config_text, run_case
     fast_config_text()
     try:
         _allreduce_check(rank, queue)
@@ -135,7 +135,7 @@ def ddp_results(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ddp_accumulation_matches_large_batch_for_schedulers(ddp_results):
-    from tests.engine.scheduler_cases import max_relative_difference
+    from bevboost.testing.scheduler_cases import max_relative_difference
     results = [r[1:] for r in ddp_results if r[0] == 'schedule']
     by_case: dict = {}
     for rank, case, ref_values, kit_values, ref_params, kit_params in results:

@@ -13,7 +13,7 @@ from bevboost.engine.nonfinite import BoostOptimWrapper, NonFiniteTrainingError
 from bevboost.runner_utils import runner_from_cfg
 from bevboost.seams.torch_compat import CPU_FP16_MIN
 from bevboost.testing.toy import toy_config
-from tests.engine.runner_helpers import StepRecorder, params_of
+from bevboost.testing.runner_helpers import StepRecorder, params_of
 
 SCHED = [dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=6)]
 

@@ -6,7 +6,7 @@ from mmengine.config import Config
 
 from bevboost.recipe import (Recipe, check_proposal, equivalent_recipes, plan_recipe,
                              scale_lr)
-from tests.engine.runner_helpers import run_toy
+from bevboost.testing.runner_helpers import run_toy
 
 
 @pytest.mark.parametrize('gpus, expected', [(8, 0.02), (4, 0.01), (2, 0.005)])

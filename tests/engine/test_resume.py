@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from tests.engine.runner_helpers import assert_params_close, params_of, run_toy
+from bevboost.testing.runner_helpers import assert_params_close, params_of, run_toy
 
 SCHED = [dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0, end=2),
          dict(type='CosineAnnealingLR', T_max=2, by_epoch=False, begin=2, end=4)]

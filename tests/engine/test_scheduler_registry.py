@@ -18,7 +18,7 @@ from bevboost.boosts import apply_boosts
 from bevboost.engine import scheduler_steps
 from bevboost.engine.scheduler_steps import VERIFIED_SCHEDULERS
 from bevboost.testing.toy import toy_config
-from tests.engine.scheduler_cases import (all_finite, case_config, family_of,
+from bevboost.testing.scheduler_cases import (all_finite, case_config, family_of,
                                           max_relative_difference, registry_cases, run_case,
                                           train)
 

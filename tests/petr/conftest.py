@@ -12,7 +12,7 @@ TINY_CONFIG = REPO / 'configs' / 'petrv2' / 'petrv2_tiny_synth.py'
 @pytest.fixture(scope='session')
 def synth_root(tmp_path_factory) -> Path:
     """2 scenes x 8 samples (8 train, 8 val) at 128x352, written once per session."""
-    synth = pytest.importorskip('bevboost.data.synth')
+    synth = pytest.importorskip('bevboost.synth')
     out = tmp_path_factory.mktemp('synth_nuscenes')
     return synth.synthesize_nuscenes(out, scenes=2, samples_per_scene=8, image_size=(128, 352))
 

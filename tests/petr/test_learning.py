@@ -27,7 +27,7 @@ CONTROL_CAR_AP_2M_MAX = 0.1
 
 @pytest.fixture(scope='module')
 def two_scene_root(tmp_path_factory):
-    synth = pytest.importorskip('bevboost.data.synth')
+    synth = pytest.importorskip('bevboost.synth')
     # 6 scenes: 4 train + the 2 mini_val scenes, 4 samples each, at 128x352
     return synth.synthesize_nuscenes(tmp_path_factory.mktemp('synth_learn'), scenes=6,
                                      samples_per_scene=4, image_size=(128, 352))

@@ -1,4 +1,4 @@
-"""StallMonitorHook against costs injected into a toy run (tests/profiling/injected.py).
+"""StallMonitorHook against costs injected into a toy run (bevboost/testing/injected.py).
 
 Each test puts a known sleep or CPU burn into the data path, the train step or
 a late hook and checks that the hook puts it where it belongs, within a
@@ -16,11 +16,11 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
-import tests.profiling.injected  # noqa: F401  (registers the injected costs)
+import bevboost.testing.injected  # noqa: F401  (registers the injected costs)
 from bevboost.profiling.stall_hook import SUMMARY_FILE, StallMonitorHook, infer_batch_size
 from bevboost.runner_utils import build_runner
 from tests.profiling.conftest import find_hook
-from tests.profiling.injected import injected_config
+from bevboost.testing.injected import injected_config
 
 #: an injected wall time may stretch by this factor (+10 ms) on a loaded machine: half the
 #: way to the figure a broken split gives (a wait counted as compute doubles it, say)

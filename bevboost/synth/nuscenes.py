@@ -40,8 +40,8 @@ from typing import Callable
 
 import numpy as np
 
-from bevboost.data import synth_world as world
-from bevboost.data.synth_render import NoiseBank, render_camera, render_lidar
+from bevboost.synth import world
+from bevboost.synth.render import NoiseBank, render_camera, render_lidar
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import math
 import cv2
 import numpy as np
 
-from bevboost.data.synth_world import CLASS_NAMES, LIDAR_HEIGHT, SceneObject, rot_z
+from bevboost.synth.world import CLASS_NAMES, LIDAR_HEIGHT, SceneObject, rot_z
 
 #: class colours (RGB) so a detector has an appearance cue per class
 _COLOURS = np.array([
