@@ -45,18 +45,39 @@ def _mem(r: dict) -> str:
         else _sp(r.get('host_rss_peak_mb'), '.0f') + ' host'
 
 
-def _gpu(row: dict) -> str:
-    if (row.get('gpu_util_pct') or {}).get('median') is not None:
-        return _sp(row['gpu_util_pct'], '.0f', suffix='%')
-    return row.get('gpu_state') or '–'
+def _has(row: dict, key: str) -> bool:
+    return (row.get(key) or {}).get('median') is not None
 
 
-def _table(rows: list[dict]) -> list[str]:
-    lines = ['| variant | boosts | samples/s | speedup vs baseline | share of ceiling '
-             '| iteration ms (mean) | data wait ms | compute ms | train_step ms | stall share '
-             '| data CPU ms/sample | GPU util | peak mem MB |',
-             '|' + '---|' * 13]
+def gpu_sampled(rows: list[dict]) -> bool:
+    """True when NVML sampled a GPU in at least one of these runs."""
+    return any(_has(r, 'gpu_util_pct') for r in rows)
+
+
+def no_gpu_text(report: dict, rows: list[dict]) -> str:
+    """Why a report has no NVML figures, in words (one sentence)."""
+    first = rows[0] if rows else {}
+    state, reason = first.get('gpu_state'), first.get('gpu_reason')
+    why = f' ({reason})' if reason else ''
+    name = report['environment'].get('gpu')
+    if name is None and state in (None, 'no-gpu'):
+        return (f'No GPU: this run had no GPU{why}, so there is no GPU utilization or GPU '
+                'memory figure; the memory figures are the host process\'s peak RSS.')
+    if name is None:
+        return (f'No GPU: none was visible to torch, and NVML sampling was off{why}; the '
+                'memory figures are the host process\'s peak RSS.')
+    return (f'GPU {name}, not sampled by NVML{why}: no GPU utilization figure; the memory '
+            "figures are torch's CUDA allocation peak.")
+
+
+def _table(rows: list[dict], gpu: bool = True) -> list[str]:
+    """The variants' figures; the GPU util column only where NVML sampled a GPU."""
+    head = ['variant', 'boosts', 'samples/s', 'speedup vs baseline', 'share of ceiling',
+            'iteration ms (mean)', 'data wait ms', 'compute ms', 'train_step ms', 'stall share',
+            'data CPU ms/sample'] + (['GPU util'] if gpu else []) + ['peak mem MB']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
+        util = f"| {_sp(r.get('gpu_util_pct'), '.0f', suffix='%')} " if gpu else ''
         lines.append(
             f"| {r['name']} | {', '.join(r['boosts']) or '–'} | {_sp(r['samples_per_s'], '.2f')} "
             f"| {_sp(r['speedup'], '.2f', suffix='x')} "
@@ -64,7 +85,39 @@ def _table(rows: list[dict]) -> list[str]:
             f"| {_ms(r['iter_time_ms'])} | {_ms(r['data_wait_ms'])} "
             f"| {_ms(r['compute_ms'])} | {_ms(r['train_step_ms'])} "
             f"| {_sp(r['stall_share'], '.0f', 100, '%')} "
-            f"| {_ms(r['data_cpu_ms_per_sample'])} | {_gpu(r)} | {_mem(r)} |")
+            f"| {_ms(r['data_cpu_ms_per_sample'])} {util}| {_mem(r)} |")
+    return lines
+
+
+def _gpu_name(report: dict, rows: list[dict]) -> str:
+    """The device NVML sampled (torch's name for device 0 where NVML gave none)."""
+    names = [r['gpu_device'] for r in rows if r.get('gpu_device')]
+    return names[0] if names else (report['environment'].get('gpu') or 'the GPU')
+
+
+def _gpu_section(report: dict, rows: list[dict]) -> list[str]:
+    """NVML's figures per variant, or why there are none."""
+    if not gpu_sampled(rows):
+        return [no_gpu_text(report, rows)]
+    lines = [f"NVML on {_gpu_name(report, rows)}, sampled in the "
+             'measured iterations (warm-up excluded). Utilization: % of time a kernel ran; '
+             'memory used: the whole device (every process), torch allocated: this '
+             'process\'s tensors. Median over repeats (min–max).', '',
+             '| variant | GPU util mean | util p10–p90 | NVML memory used peak MB '
+             '| device total MB | torch allocated peak MB | samples |', '|' + '---|' * 7]
+    for r in rows:
+        if not _has(r, 'gpu_util_pct'):
+            lines.append(f"| {r['name']} | {r.get('gpu_state') or 'not sampled'} "
+                         '| – | – | – | – | – |')
+            continue
+        p10, p90 = (r.get('gpu_util_p10_pct') or {}), (r.get('gpu_util_p90_pct') or {})
+        band = (f"{_fmt(p10.get('median'), '.0f')}–{_fmt(p90.get('median'), '.0f')}%"
+                if p10.get('median') is not None else '–')
+        lines.append(f"| {r['name']} | {_sp(r['gpu_util_pct'], '.0f', suffix='%')} | {band} "
+                     f"| {_sp(r.get('gpu_mem_peak_mb'), '.0f')} "
+                     f"| {_fmt((r.get('gpu_mem_total_mb') or {}).get('median'), '.0f')} "
+                     f"| {_sp(r.get('cuda_alloc_peak_mb'), '.0f')} "
+                     f"| {_fmt((r.get('gpu_samples') or {}).get('median'), '.0f')} |")
     return lines
 
 
@@ -193,9 +246,11 @@ def markdown(report: dict) -> str:
     verdicts = _verdicts(ok)
     if verdicts:
         out += ['## Data-bound? (each variant against the ceiling)', ''] + verdicts + ['']
-    out += ['## Exact optimizations (training math unchanged)', ''] + _table(exact) + ['']
+    gpu = gpu_sampled(ok)
+    out += ['## Exact optimizations (training math unchanged)', ''] + _table(exact, gpu) + ['']
     out += ['## Accuracy-trading optimizations', '']
-    out += (_table(trading) if trading else ['None in this run.']) + ['']
+    out += (_table(trading, gpu) if trading else ['None in this run.']) + ['']
+    out += ['## GPU', ''] + _gpu_section(report, ok) + ['']
     data_path = _data_path(report)
     if data_path:
         out += ['## CPU cost of the data path', ''] + data_path + ['']
@@ -239,18 +294,48 @@ def _bars(ax, names: list[str], rows: list[dict], key: str, colors: list[str],
     return med
 
 
-def charts(report: dict, out: Path) -> list[Path]:
-    """One bar chart per metric (median, min–max error bars) and loss/LR curves."""
+def _gpu_panels(ax_util, ax_mem, report: dict, ok: list[dict], names: list[str],
+                colors: list[str]) -> None:
+    """GPU utilization and peak memory; without NVML figures the utilization panel is the
+    reason in words (no empty axes) and the memory panel shows the host's RSS."""
+    from textwrap import fill
+    if gpu_sampled(ok):
+        _bars(ax_util, names, ok, 'gpu_util_pct', colors)
+        ax_util.set_ylim(0, 105)
+        ax_util.set_title(f'GPU utilization % (NVML, {_gpu_name(report, ok)})')
+    else:
+        ax_util.set_axis_off()
+        ax_util.text(0.5, 0.5, fill(no_gpu_text(report, ok), 48), ha='center', va='center',
+                     fontsize=9, transform=ax_util.transAxes)
+        ax_util.set_title('GPU utilization: no GPU figures')
+    if any(_has(r, 'gpu_mem_peak_mb') for r in ok):
+        _bars(ax_mem, names, ok, 'gpu_mem_peak_mb', colors)
+        alloc = [(r.get('cuda_alloc_peak_mb') or {}).get('median') for r in ok]
+        if any(a is not None for a in alloc):
+            ax_mem.plot(names, [a if a is not None else float('nan') for a in alloc], 'kx',
+                        label='torch allocated')
+            ax_mem.legend(fontsize=7)
+        ax_mem.set_title('peak GPU memory MB: NVML used (bars)')
+    elif any(_has(r, 'cuda_alloc_peak_mb') for r in ok):
+        _bars(ax_mem, names, ok, 'cuda_alloc_peak_mb', colors)
+        ax_mem.set_title('peak CUDA memory (MB, torch allocated)')
+    else:
+        _bars(ax_mem, names, ok, 'host_rss_peak_mb', colors)
+        ax_mem.set_title('peak host RSS (MB): no GPU')
+
+
+def chart_figure(report: dict):
+    """The bench chart (a matplotlib ``Figure``): one bar chart per metric, median with
+    min–max error bars."""
     from bevboost._optional import require
     require('matplotlib', 'the bench chart')
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ok = [r for r in report['variants'] if r['status'] == 'ok']
     names = [r['name'] for r in ok]
     colors = ['tab:blue' if r['exact'] else 'tab:orange' for r in ok]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    fig = Figure(figsize=(15, 7.5))
+    axes = fig.subplots(2, 3)
     ax = axes[0][0]
     tput = _bars(ax, names, ok, 'samples_per_s', colors)
     ax.set_title('samples/s (blue exact, orange accuracy-trading)')
@@ -274,20 +359,26 @@ def charts(report: dict, out: Path) -> list[Path]:
     axes[0][2].set_title('stall share (% of iteration waiting for data)')
     _bars(axes[1][0], names, ok, 'data_cpu_ms_per_sample', colors)
     axes[1][0].set_title('data path CPU ms/sample (workers + main)')
-    util = [(r.get('gpu_util_pct') or {}).get('median') for r in ok]
-    _bars(axes[1][1], names, ok, 'gpu_util_pct', colors)
-    axes[1][1].set_title('GPU utilization (%)' if any(u is not None for u in util)
-                         else f"GPU utilization: {ok[0]['gpu_state'] if ok else 'n/a'}")
-    cuda = any((r.get('cuda_alloc_peak_mb') or {}).get('median') is not None for r in ok)
-    _bars(axes[1][2], names, ok, 'cuda_alloc_peak_mb' if cuda else 'host_rss_peak_mb', colors)
-    axes[1][2].set_title('peak CUDA memory (MB)' if cuda else 'peak host RSS (MB)')
+    _gpu_panels(axes[1][1], axes[1][2], report, ok, names, colors)
     for ax in axes.flat:
         ax.tick_params(axis='x', rotation=30, labelsize=8)
-    fig.suptitle('median over repeats, error bars min–max', fontsize=9)
+    fig.suptitle('median over repeats, error bars min–max'
+                 + ('' if gpu_sampled(ok) else '; no GPU figures in this run'), fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def charts(report: dict, out: Path) -> list[Path]:
+    """The bench chart (:func:`chart_figure`) and the loss/LR curves, as PNG files."""
+    from bevboost._optional import require
+    require('matplotlib', 'the bench chart')
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in report['variants'] if r['status'] == 'ok']
     paths = [out / CHART]
-    fig.savefig(paths[0], dpi=90)
-    plt.close(fig)
+    chart_figure(report).savefig(paths[0], dpi=90)
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 3.5))
     for r in ok:

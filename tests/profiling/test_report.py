@@ -113,3 +113,75 @@ def test_shared_machine_uses_the_step_cpu_pace():
     assert v['cores_to_feed_ceiling'] == pytest.approx(3.75) and v['competes_for_cpu']
     assert v['shared_machine_stretch'] == pytest.approx(2.5)
     assert 'other processes shared this machine' in v['text']
+
+
+# --- GPU figures: NVML's where a GPU was sampled, "no GPU" in words where none was ----------
+
+def _sampled(nvml_kwargs: dict, samples: int) -> dict:
+    """The ``gpu`` summary a run carries, from the kit's NVML sampler on a pynvml stand-in."""
+    from bevboost.profiling.gpu import GpuSampler
+    from tests.profiling.test_gpu_sampler import fake_nvml
+    sampler = GpuSampler(device_index=0, interval=60, nvml=fake_nvml(**nvml_kwargs)[0]).start()
+    for _ in range(samples):
+        sampler.sample_once()
+    return sampler.stop()
+
+
+def _gpu_report(gpu_by_variant: dict[str, dict], cuda_alloc_mb: float | None) -> dict:
+    variants = []
+    for name, gpu in gpu_by_variant.items():
+        run = _run(10 if name == BASELINE else 15, iter_ms=200, wait_ms=20,
+                   data_s_per_sample=0.075)
+        run['gpu'] = gpu
+        if cuda_alloc_mb is not None:
+            run['peak_mem'] = {'host_rss_mb': 100.0, 'cuda_alloc_mb': cuda_alloc_mb}
+        variants.append(Variant(name, [] if name == BASELINE else [name], runs=[run]))
+    return build_report('cfg.py', variants, iters=4, warmup=1, repeats=1, seed=0)
+
+
+def _panels(rep):
+    from bevboost.profiling.report import chart_figure
+    fig = chart_figure(rep)
+    return fig, fig.axes[4], fig.axes[5]  # GPU utilization, peak memory
+
+
+def test_no_gpu_is_said_in_words_with_no_empty_gpu_axes():
+    no_gpu = _sampled(dict(fail_init=True), 0)
+    assert no_gpu['state'] == 'no-gpu'
+    rep = _gpu_report({BASELINE: no_gpu, 'amp': no_gpu}, cuda_alloc_mb=None)
+    rep['environment']['gpu'] = None  # as on a machine without CUDA
+    md = markdown(rep)
+    gpu = md[md.index('## GPU'):md.index('## Trace')]
+    assert ('No GPU: this run had no GPU (FakeNVMLError: NVML Shared Library Not Found), so '
+            'there is no GPU utilization or GPU memory figure') in gpu
+    assert '| GPU util |' not in md and 'no-gpu' not in md  # no blank column, no raw state
+    assert '| baseline | – | 10.00 | 1.00x | – | 200 | 20 | 180 | 180 | 10% | 75 | 100 host |' in md
+    fig, util, mem = _panels(rep)
+    assert not util.axison and not util.patches  # no axes, no bars: the reason instead
+    assert 'No GPU: this run had no GPU' in ' '.join(t.get_text() for t in util.texts)
+    assert 'no GPU figures' in fig._suptitle.get_text()
+    assert mem.get_title() == 'peak host RSS (MB): no GPU'
+    assert [b.get_height() for b in mem.patches] == [100.0, 100.0]
+
+
+def test_gpu_figures_come_from_nvml_where_a_gpu_was_sampled():
+    # baseline: NVML reads 40% then 60%, 1000 then 3000 MB used; amp: 80%/100%, 2000/5000 MB
+    rep = _gpu_report({BASELINE: _sampled(dict(util=(40, 60), used_mb=(1000, 3000)), 2),
+                       'amp': _sampled(dict(util=(80, 100), used_mb=(2000, 5000)), 2)},
+                      cuda_alloc_mb=2500.0)
+    md = markdown(rep)
+    assert '| GPU util | peak mem MB |' in md and '| 10% | 75 | 50% | 2500 CUDA |' in md
+    gpu = md[md.index('## GPU'):md.index('## Trace')]
+    assert 'NVML on Fake GPU' in gpu and 'No GPU' not in gpu
+    # mean, p10–p90 by linear interpolation (40 + 0.1 x 20 = 42), peak used, total, torch's
+    assert '| baseline | 50% | 42–58% | 3000 | 16000 | 2500 | 2 |' in gpu
+    assert '| amp | 90% | 82–98% | 5000 | 16000 | 2500 | 2 |' in gpu
+    fig, util, mem = _panels(rep)
+    assert util.axison and util.get_title() == 'GPU utilization % (NVML, Fake GPU)'
+    assert [b.get_height() for b in util.patches] == [50.0, 90.0]
+    assert util.get_ylim()[1] >= 100
+    assert mem.get_title() == 'peak GPU memory MB: NVML used (bars)'
+    assert [b.get_height() for b in mem.patches] == [3000.0, 5000.0]
+    alloc = next(line for line in mem.lines if line.get_label() == 'torch allocated')
+    assert list(alloc.get_ydata()) == [2500.0, 2500.0]  # torch's allocation peak
+    assert 'no GPU' not in fig._suptitle.get_text()
