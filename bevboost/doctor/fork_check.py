@@ -20,16 +20,13 @@ TRAP_MESSAGE = 'CUDA touched in a DataLoader worker'
 
 def forbid_cuda(worker_id: int) -> None:
     """``worker_init_fn``: make every way into CUDA raise in this (forked) worker."""
-    import torch
-
     import bevboost._optional as optional
+    from bevboost.seams.torch_internals import trap_cuda_entry_points
 
     def trap(*args, **kwargs):
         raise RuntimeError(TRAP_MESSAGE)
     optional.cuda_available.cache_clear()  # the parent's cached answer must not hide a probe
-    for name in ('is_available', 'init', '_lazy_init', 'device_count', 'current_device'):
-        setattr(torch.cuda, name, trap)
-    torch._C._cuda_getDeviceCount = trap
+    trap_cuda_entry_points(trap)
 
 
 class WorkerSamples:

@@ -60,3 +60,16 @@ def forget_loader_iterator(loader: Any) -> None:
     """Make a DataLoader with persistent workers start new ones on its next ``iter()``."""
     if getattr(loader, '_iterator', None) is not None:
         loader._iterator = None
+
+
+#: every way into CUDA a DataLoader worker could take (``torch.cuda``'s public entry points
+#: and the C probe ``torch._C._cuda_getDeviceCount`` behind ``is_available``)
+CUDA_ENTRY_POINTS = ('is_available', 'init', '_lazy_init', 'device_count', 'current_device')
+
+
+def trap_cuda_entry_points(trap: Any) -> None:
+    """Replace every way into CUDA in this process by ``trap`` (for a forked worker that
+    must never touch CUDA: the fork rule's check). Irreversible: only in a throwaway worker."""
+    for name in CUDA_ENTRY_POINTS:
+        setattr(torch.cuda, name, trap)
+    torch._C._cuda_getDeviceCount = trap

@@ -134,3 +134,9 @@ def test_torch_internals_the_kit_calls():
     assert 'optimizer' in inspect.signature(
         torch.amp.GradScaler._found_inf_per_device if hasattr(torch.amp, 'GradScaler')
         else torch.cuda.amp.GradScaler._found_inf_per_device).parameters
+
+
+def test_cuda_entry_points_the_fork_trap_replaces_exist():
+    assert all(callable(getattr(torch.cuda, n)) for n in torch_internals.CUDA_ENTRY_POINTS)
+    # the C probe exists in CUDA builds only (the trap sets it either way)
+    assert torch.version.cuda is None or callable(torch._C._cuda_getDeviceCount)
