@@ -3,15 +3,19 @@
 Run: ``pytest benchmarks/test_bench_data.py -s`` (a few minutes on 2 CPU cores).
 
 * CPU time per camera image (``time.process_time``, medians over interleaved
-  rounds) against the real stock path: mmdet3d's ``LoadMultiViewImageFromFiles``
-  from the wheel (``to_float32=True``) + the model's own resize transform
-  (PETR ``ResizeCropFlipImage`` at 320x800, BEVFusion ``ImageAug3D`` at
-  256x704; from an mmdetection3d checkout with ``MMDET3D_ROOT``, else their
-  step-for-step stand-ins in ``tests/data/stock_aug.py``), train and test.
-  Kit paths: full decode (folded), reduced decode (accuracy-trading), and the
-  main-process decode split into its worker and main (CPU form) sides.
-  Goal: >= 8x less CPU per image with reduced decode, train included. Also
-  the bytes per sample crossing the worker boundary and cores per GPU.
+  rounds, order alternating) against the real stock path: the model's own
+  loader (mmdet3d's ``LoadMultiViewImageFromFiles`` from the wheel for PETR,
+  BEVFusion's ``BEVLoadMultiViewImageFromFiles``; ``to_float32=True``) + its
+  resize transform (PETR ``ResizeCropFlipImage`` at 320x800, BEVFusion
+  ``ImageAug3D`` at 256x704); the ``projects/`` classes from an mmdetection3d
+  checkout with ``MMDET3D_ROOT``, else their step-for-step stand-ins in
+  ``tests/data/stock_aug.py``; train and test. Kit paths, as the
+  ``fast-decode`` boost rewrites the pair: full decode (folded), reduced
+  decode (accuracy-trading), the main-process decode split into its worker and
+  main (CPU form) sides; and the floor, a bare reduced decode (read each file,
+  libjpeg-turbo at the kit's DCT scale, nothing else). Goals: >= 8x less CPU
+  per image with reduced decode, train included; the kit <= 1.3x the bare
+  decode. Also the bytes per sample crossing the worker boundary and cores per GPU.
 * Loader where transfer matters: ``ShmRingLoader`` vs torch's ``DataLoader``
   (2 workers, mmengine's ``pseudo_collate``) on uint8 320x800 x 12 views with
   a negligible decode and on the 12 views' JPEG bytes: samples per CPU-second
@@ -34,7 +38,7 @@ import pytest
 import torch
 
 from bevboost.data.shm_loader import ShmRingLoader
-from bevboost.data.synth import synthesize_nuscenes
+from bevboost.synth import synthesize_nuscenes
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
 
 logger = logging.getLogger(__name__)

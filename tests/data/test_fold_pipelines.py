@@ -63,10 +63,10 @@ PIPELINES = {
                             color_type='color'), POINTS, SWEEPS, _bevfusion_aug(False)],
 }
 #: per view, reduced decode + OpenCV against full decode + PIL (accuracy-trading), every view
-#: of every case; measured (synthetic 1600x900 q90): mean <= 0.67, p99 <= 7 (docs/data.md)
+#: of every case, also the main-process decode's CPU form (torch resampling); measured
+#: (synthetic 1600x900 q90, 6 seeds x 2 samples x 6 views per case): mean <= 0.73, p99 <= 6
+#: (docs/data.md)
 VIEW_MEAN_TOL, VIEW_P99_TOL = 1.0, 8.0
-#: the main-process decode's CPU form (torch resampling) against the same stock views
-MAIN_VIEW_MEAN_TOL, MAIN_VIEW_P99_TOL = 1.5, 12.0
 
 
 @pytest.fixture(scope='module')
@@ -184,7 +184,7 @@ def test_main_process_decode_same_draws_and_keys(infos, case):
                                job['channel_order'], job['max_upsample'])
     views = _per_view([im.permute(1, 2, 0).numpy() for im in imgs], stock['img'])
     bad = [(i, m, p) for i, (m, p) in enumerate(views)
-           if m > MAIN_VIEW_MEAN_TOL or p > MAIN_VIEW_P99_TOL]
+           if m > VIEW_MEAN_TOL or p > VIEW_P99_TOL]
     assert not bad, f'{case}: views out of tolerance (view, mean, p99): {bad}'
 
 
