@@ -236,3 +236,18 @@ def test_flexible_runner_built_by_hand_refuses_unapplied_boosts(tmp_path):
     with pytest.raises(ValueError, match=r"reached FlexibleRunner.__init__ unapplied.*"
                                          r"FlexibleRunner.from_cfg"):
         FlexibleRunner(model=cfg['model'], work_dir=cfg['work_dir'], cfg=cfg)
+
+
+def test_an_lr_override_on_a_planned_config_is_named(tmp_path):
+    """--cfg-options optim_wrapper.optimizer.lr=... after `bevboost plan`: the planned LR no
+    longer follows from the recorded reference, and the check names the key."""
+    from bevboost.planning import apply_plan
+    from bevboost.recipe import plan_recipe
+    cfg = Config(toy_config(str(tmp_path), batch_size=8, lr=0.1))
+    planned = apply_plan(cfg, plan_recipe(8, gpus=1, max_per_gpu=2, lr=0.1))
+    planned.optim_wrapper.optimizer.lr = 0.3
+    runner = Runner.from_cfg(planned)
+    with pytest.raises(RecipeMismatchError, match=r'optim_wrapper.optimizer.lr: .*\[0.3\].*'
+                                                  r'implies \[0.1\].*3x off'):
+        runner.train()
+    assert runner.iter == 0
