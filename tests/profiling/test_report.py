@@ -185,3 +185,26 @@ def test_gpu_figures_come_from_nvml_where_a_gpu_was_sampled():
     alloc = next(line for line in mem.lines if line.get_label() == 'torch allocated')
     assert list(alloc.get_ydata()) == [2500.0, 2500.0]  # torch's allocation peak
     assert 'no GPU' not in fig._suptitle.get_text()
+
+
+@pytest.mark.gpu
+def test_report_shows_nvml_figures_of_the_real_gpu():
+    import torch
+
+    from bevboost.profiling.gpu import RUNNING, GpuSampler
+    sampler = GpuSampler(interval=60).start()  # samples taken below, not by the thread
+    assert sampler.state == RUNNING, sampler.reason
+    block = torch.ones(64 * 2 ** 20, device='cuda')  # 256 MiB held while sampling
+    for _ in range(3):
+        sampler.sample_once()
+    gpu = sampler.stop()
+    del block
+    rep = _gpu_report({BASELINE: gpu}, cuda_alloc_mb=torch.cuda.max_memory_allocated() / 2 ** 20)
+    md = markdown(rep)
+    section = md[md.index('## GPU'):md.index('## Trace')]
+    assert f"NVML on {gpu['device']}" in section and 'No GPU' not in section
+    row = next(line for line in section.splitlines() if line.startswith('| baseline |'))
+    assert row.endswith('| 3 |')  # three NVML samples
+    fig, util, mem = _panels(rep)
+    assert util.axison and len(util.patches) == 1
+    assert mem.patches[0].get_height() == pytest.approx(gpu['mem_peak_mb']) >= 256
