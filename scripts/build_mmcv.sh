@@ -39,7 +39,8 @@ MAX_JOBS=${MAX_JOBS:-$(nproc)} "${pip[@]}" wheel -v "${flags[@]}" -w "$out" 2>&1
   while IFS= read -r line; do
     line=${line#"${line%%[![:space:]]*}"}
     case $line in
-      \[[0-9]*/[0-9]*\]*) echo "mmcv build ${line%%]*}] after $(( (SECONDS - start) / 60 )) min" >&2 ;;
+      \[[0-9]*/[0-9]*\]*)
+        echo "mmcv build ${line%%]*}] after $(( (SECONDS - start) / 60 )) min" >&2 ;;
     esac
   done
 status=${PIPESTATUS[0]}

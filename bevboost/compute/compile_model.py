@@ -103,8 +103,9 @@ def _check_optimizer_compiles(cfg: Config) -> None:
     if not isinstance(opt, dict):
         return
     kind = opt.get('type')
-    cls = kind if isinstance(kind, type) else OPTIMIZERS.get(kind) if isinstance(kind, str) else None
-    check_compile_train_step(cls, opt)
+    if isinstance(kind, str):
+        kind = OPTIMIZERS.get(kind)
+    check_compile_train_step(kind if isinstance(kind, type) else None, opt)
 
 
 def apply_compile(cfg: Config, modules: str | Sequence[str] | None = None,
