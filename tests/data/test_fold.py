@@ -22,8 +22,7 @@ from bevboost.boosts import apply_boosts
 from bevboost.data.fold import fold_options, rewrite_pipeline
 from bevboost.data.transforms import FastLoadMultiViewImageFromFiles
 from tests.data.conftest import make_results
-from tests.data.test_fold_pipelines import VIEW_MEAN_TOL, VIEW_P99_TOL
-from tests.data.stock_aug import stock_transform
+from tests.data.stock_aug import VIEW_MEAN_TOL, VIEW_P99_TOL, stock_transform
 
 pytestmark = pytest.mark.mmdet3d
 

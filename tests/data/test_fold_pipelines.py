@@ -23,7 +23,7 @@ import torch
 
 from bevboost.data.fold import rewrite_pipeline
 from bevboost.synth import synthesize_nuscenes
-from tests.data.stock_aug import stock_transform
+from tests.data.stock_aug import VIEW_MEAN_TOL, VIEW_P99_TOL, stock_transform
 
 pytestmark = pytest.mark.mmdet3d
 
@@ -62,11 +62,6 @@ PIPELINES = {
     'bevfusion-test': [dict(type='BEVLoadMultiViewImageFromFiles', to_float32=True,
                             color_type='color'), POINTS, SWEEPS, _bevfusion_aug(False)],
 }
-#: per view, reduced decode + OpenCV against full decode + PIL (accuracy-trading), every view
-#: of every case, also the main-process decode's CPU form (torch resampling); measured
-#: (synthetic 1600x900 q90, 6 seeds x 2 samples x 6 views per case): mean <= 0.73, p99 <= 6
-#: (docs/data.md)
-VIEW_MEAN_TOL, VIEW_P99_TOL = 1.0, 8.0
 
 
 @pytest.fixture(scope='module')
