@@ -81,14 +81,16 @@ def add_safe_globals(objects: Iterable[Any]) -> bool:
       registers ``fn`` under a name other than its own, e.g. numpy 1.x's
       ``numpy.core.multiarray`` on numpy 2.x).
     * torch 2.4-2.5: pairs are not understood there (every later ``weights_only`` load in
-      the process crashes on them), so only the plain objects go in, each under its own
-      ``__module__.__name__``; checkpoints written under another numpy major then need
-      ``weights_only=False``.
+      the process crashes on them), so each pair's object goes in alone, under its own
+      ``__module__.__name__`` (numpy 1.x: ``numpy.core.multiarray._reconstruct``);
+      checkpoints written under another numpy major then need ``weights_only=False``.
+      ``_codecs.encode`` (how pickle protocol 2, ``torch.save``'s, stores bytes such as a
+      numpy array's data), which torch 2.6 allows by default, is added too.
     * torch < 2.4: no allow-list exists, and ``torch.load`` defaults to
       ``weights_only=False`` there (mmengine's loader does not ask for it), so mmengine
       checkpoints load without one; logged at debug level.
 
-    Checked: 2.1.2 (no allow-list), 2.13.0 and 2.14.1 (pairs).
+    Checked: 2.1.2 (no allow-list), 2.4.1 (objects), 2.13.0 and 2.14.1 (pairs).
     """
     objects = list(objects)
     if not TORCH_GE_2_4:
@@ -96,7 +98,10 @@ def add_safe_globals(objects: Iterable[Any]) -> bool:
                      'checkpoints load with its default weights_only=False', torch.__version__)
         return False
     if not TORCH_GE_2_6:
-        objects = [obj for obj in objects if not isinstance(obj, tuple)]
+        import _codecs
+        plain = [obj[0] if isinstance(obj, tuple) else obj for obj in objects]
+        plain.append(_codecs.encode)
+        objects = list({id(obj): obj for obj in plain}.values())
     torch.serialization.add_safe_globals(objects)
     return True
 

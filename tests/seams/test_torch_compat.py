@@ -198,6 +198,21 @@ def test_fused_check_agrees_with_torchs_optimizer(make):
     assert (problem is not None) == _torch_rejects_fused(make()), problem
 
 
+def test_where_torch_refuses_an_unfusable_param():
+    """torch >= 2.5 checks at the first step (so the kit's hook can name the parameter
+    first); before, the optimizer's constructor refuses, while mmengine builds it."""
+    param = nn.Parameter(torch.ones(2, dtype=torch.complex64))
+    assert tc.fused_param_problem(param) is not None
+    if tc.TORCH_GE_2_5:
+        opt = torch.optim.AdamW([param], lr=0.1, fused=True)
+        param.grad = torch.ones_like(param)
+        with pytest.raises(RuntimeError, match='`fused=True` requires'):
+            opt.step()
+    else:
+        with pytest.raises(RuntimeError, match='`fused=True` requires'):
+            torch.optim.AdamW([param], lr=0.1, fused=True)
+
+
 def test_cpu_fused_kernels_arrive_in_torch_2_4():
     assert ('cpu' in tc.fused_kernel_devices()) == tc.torch_at_least(*tc.FUSED_CPU_MIN)
     assert 'cuda' in tc.fused_kernel_devices()
@@ -333,27 +348,44 @@ def test_compile_in_place_traces_a_torch_container_like_eager():
     assert tc.dynamo_graph_count() == before + 1 and tc.eager_runs(compiled) == 0
 
 
+def _in_child(code: str, **env: str) -> str:
+    """The last line ``code`` prints, run in a fresh process: torch 2.1's dynamo marks every
+    frame it saw while disabled as skipped for the rest of the process, so runs with dynamo
+    disabled stay out of this one."""
+    import os
+    import subprocess
+    import sys
+    child = subprocess.run([sys.executable, '-c', code], env={**os.environ, **env}, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stdout.strip().splitlines()[-1]
+
+
+_CONTAINER = ('import torch\nfrom torch import nn\nfrom bevboost.seams import torch_compat as tc\n'
+              'def container():\n    return nn.Sequential(nn.Linear(4, 4), nn.Tanh())\n')
+
+
 def test_compile_in_place_counts_the_calls_dynamo_did_not_compile():
-    torch.compiler.reset()
-    model = _container()
-    with torch._dynamo.config.patch(disable=True):  # what TORCHDYNAMO_DISABLE=1 sets
-        tc.compile_in_place(model, backend='eager')
-        model(torch.ones(2, 4))
-        model(torch.ones(2, 4))
-    assert tc.eager_runs(model) == 2
+    """``TORCHDYNAMO_DISABLE=1``: every call runs eagerly, and is counted."""
+    code = _CONTAINER + ('model = container()\ntc.compile_in_place(model, backend="eager")\n'
+                         'model(torch.ones(2, 4))\nmodel(torch.ones(2, 4))\n'
+                         'print(tc.eager_runs(model))')
+    assert _in_child(code, TORCHDYNAMO_DISABLE='1') == '2'
 
 
 def test_compile_in_place_keeps_each_module_apart_in_dynamos_cache():
     """Dynamo's cache and skip marks are per code object: on torch 2.1 one frame run with
     dynamo disabled is marked skipped for good, and with one frame shared by all modules
     every module compiled later in the process would run eagerly."""
-    torch.compiler.reset()
-    first, later = _container(), _container()
-    with torch._dynamo.config.patch(disable=True):
-        tc.compile_in_place(first, backend='eager')
-        first(torch.ones(2, 4))
-    torch.compiler.reset()
-    tc.compile_in_place(later, backend='eager')
-    later(torch.ones(2, 4))
-    assert (tc.eager_runs(first), tc.eager_runs(later)) == (1, 0)
-    assert first.forward.__wrapped__.__code__ is not later.forward.__wrapped__.__code__
+    code = _CONTAINER + '''
+first, later = container(), container()
+with torch._dynamo.config.patch(disable=True):
+    tc.compile_in_place(first, backend='eager')
+    first(torch.ones(2, 4))
+torch.compiler.reset()
+tc.compile_in_place(later, backend='eager')
+later(torch.ones(2, 4))
+apart = first.forward.__wrapped__.__code__ is not later.forward.__wrapped__.__code__
+print(tc.eager_runs(first), tc.eager_runs(later), apart)
+'''
+    assert _in_child(code) == '1 0 True'
