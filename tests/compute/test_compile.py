@@ -1,6 +1,12 @@
-"""``compile``: mmengine's own ``compile`` route for the whole model, ``nn.Module.compile``
+"""``compile``: mmengine's own ``compile`` route for the whole model, an in-place compile
 for a scope, both against the same config trained without it."""
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +19,8 @@ from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, dynamo_graph_c
 from bevboost.testing.toy import toy_config
 from bevboost.testing.compute_helpers import ADAMW, log_text, train_toy
 from bevboost.testing.runner_helpers import assert_params_close, params_of
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: compile=model on the toy (SGD momentum): torch 2.1's dynamo crashes on it
 WHOLE_MODEL_SGD = pytest.mark.torch_min(COMPILE_SGD_MOMENTUM_MIN,
@@ -71,22 +79,44 @@ def test_scoped_compile_compiles_only_the_named_modules_in_place(tmp_path):
     assert_params_close(params_of(base), params_of(boosted), rtol=1e-6)
 
 
+#: a scoped compile run with dynamo disabled, in a process of its own: torch 2.1's dynamo marks
+#: every frame it saw while disabled as skipped for the rest of the process
+_DISABLED_RUN = """
+import json, sys
+from mmengine.config import Config
+import bevboost.testing.compute_helpers  # registers ToyConvRegressor
+from bevboost.boosts import BoostNotInEffect, apply_boosts, get_boost
+from bevboost.compute.compile_model import is_compiled_module
+from bevboost.runner_utils import runner_from_cfg
+from bevboost.testing.toy import toy_config
+cfg = apply_boosts(Config(toy_config(sys.argv[1], model=dict(type='ToyConvRegressor'),
+                                     max_iters=3)), ["compile=img_backbone:backend='aot_eager'"])
+runner, out = runner_from_cfg(cfg), {}
+try:
+    runner.train()
+except BoostNotInEffect as exc:
+    out['train'] = str(exc)
+try:
+    get_boost('compile').verify(runner, modules='img_backbone')
+except BoostNotInEffect as exc:
+    out['verify'] = str(exc)
+out.update(iter=runner.iter, marked=is_compiled_module(runner.model.img_backbone))
+print(json.dumps(out))
+"""
+
+
 def test_scoped_compile_run_eagerly_is_not_in_effect(tmp_path):
-    """Dynamo disabled (what ``TORCHDYNAMO_DISABLE=1`` sets): the module is marked compiled
-    but every call runs eagerly; the run stops after the first iteration, naming it."""
-    spec = "compile=img_backbone:backend='aot_eager'"
-    cfg = apply_boosts(Config(toy_config(str(tmp_path), model=dict(type='ToyConvRegressor'),
-                                         max_iters=3)), [spec])
-    runner = runner_from_cfg(cfg)
-    torch.compiler.reset()  # dynamo's cache would run an earlier test's graph even so
-    with torch._dynamo.config.patch(disable=True):
-        with pytest.raises(BoostNotInEffect, match=r"\{'img_backbone': 1\} ran eagerly in the "
-                                                   r'first iteration'):
-            runner.train()
-    assert runner.iter == 0  # stopped in the first iteration's after_train_iter
-    assert is_compiled_module(runner.model.img_backbone)  # marked compiled all the same
-    with pytest.raises(BoostNotInEffect, match=r"\{'img_backbone': 1\} ran eagerly"):
-        get_boost('compile').verify(runner, modules='img_backbone')
+    """``TORCHDYNAMO_DISABLE=1``: the module is marked compiled but every call runs eagerly;
+    the run stops after the first iteration, naming it, and verify says so."""
+    env = {**os.environ, 'TORCHDYNAMO_DISABLE': '1', 'OMP_NUM_THREADS': '1'}
+    child = subprocess.run([sys.executable, '-c', _DISABLED_RUN, str(tmp_path)], env=env,
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    assert "{'img_backbone': 1} ran eagerly in the first iteration" in out['train']
+    assert out['iter'] == 0  # stopped in the first iteration's after_train_iter
+    assert out['marked']  # marked compiled all the same
+    assert "{'img_backbone': 1} ran eagerly" in out['verify']
 
 
 @pytest.mark.parametrize('cfg_extra, boost, match', [
