@@ -67,5 +67,6 @@ def _register_all() -> None:
         importlib.import_module(name)
 
 
+importlib.import_module('bevboost.seams.torch_compat').import_quietly('mmengine.optim')
 _register_all()
 importlib.import_module('bevboost.seams').install()

@@ -71,6 +71,33 @@ def require_torch(feature: str, minimum: tuple[int, ...], hint: str = '') -> Non
         raise TorchTooOldError(feature, minimum, hint)
 
 
+# --- import-time warnings ----------------------------------------------------------------
+
+#: deprecations torch raises while mmengine is imported: about torch internals, nothing a
+#: kit user can act on (exact message starts)
+IMPORT_DEPRECATIONS = ('`TorchScript` support for functional optimizers is deprecated',)
+
+
+def import_quietly(module: str) -> Any:
+    """Import ``module`` without printing :data:`IMPORT_DEPRECATIONS`; other warnings show.
+
+    torch 2.4-2.5 warn when ``import mmengine.optim`` imports ``torch.distributed.optim``,
+    forcing it through every filter (``simplefilter('always')`` inside the warning's own
+    ``catch_warnings``): three lines on stderr before anything the CLI prints, so a one-line
+    error became three. Recording the import's warnings catches it; the rest are shown as
+    they would have been. Called by ``import bevboost`` for ``mmengine.optim``, before its
+    modules import it. Checked: 2.4.1 (warns), 2.1.2, 2.13.0 and 2.14.1 (no such warning).
+    """
+    import importlib
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        imported = importlib.import_module(module)
+    for w in caught:
+        if not str(w.message).startswith(IMPORT_DEPRECATIONS):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    return imported
+
+
 # --- checkpoints -------------------------------------------------------------------------
 
 def add_safe_globals(objects: Iterable[Any]) -> bool:

@@ -65,6 +65,31 @@ def test_refusal_names_the_feature_and_the_minimum():
     assert issubclass(tc.TorchTooOldError, ValueError)
 
 
+# --- import-time warnings ------------------------------------------------------------------
+
+def test_import_quietly_drops_only_the_listed_deprecation(tmp_path, monkeypatch, recwarn):
+    (tmp_path / 'noisy_mod.py').write_text(
+        'import warnings\n'
+        'with warnings.catch_warnings():\n'  # forced through every filter, as torch 2.4 does
+        '    warnings.simplefilter("always")\n'
+        f'    warnings.warn({tc.IMPORT_DEPRECATIONS[0]!r} + " and more", DeprecationWarning)\n'
+        'warnings.warn("something else", UserWarning)\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shown = []
+    monkeypatch.setattr(warnings, 'showwarning', lambda message, *a, **k: shown.append(
+        str(message)))
+    assert tc.import_quietly('noisy_mod').__name__ == 'noisy_mod'
+    assert shown == ['something else']
+
+
+def test_import_bevboost_prints_nothing_in_a_fresh_process():
+    import subprocess
+    import sys
+    child = subprocess.run([sys.executable, '-c', 'import bevboost'], capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
+    assert child.returncode == 0 and child.stderr == '' and child.stdout == '', child.stderr
+
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 def _hub_checkpoint(path: Path) -> None:
