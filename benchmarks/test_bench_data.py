@@ -47,15 +47,15 @@ ROUNDS = 5
 COMPUTE_S = 0.025
 
 
-
 @pytest.fixture(scope='module')
 def samples(tmp_path_factory) -> list[dict]:
     root = synthesize_nuscenes(tmp_path_factory.mktemp('bench_nus'), scenes=2,
                                samples_per_scene=3, lidar_sweeps=0)
     with open(root / 'nuscenes_infos_train.pkl', 'rb') as f:
         infos = pickle.load(f)['data_list']
-    return [dict(token=i['token'], images={c: dict(v, img_path=str(root / 'samples' / c / v['img_path']))
-                                           for c, v in i['images'].items()}) for i in infos]
+    return [dict(token=i['token'],
+                 images={c: dict(v, img_path=str(root / 'samples' / c / v['img_path']))
+                         for c, v in i['images'].items()}) for i in infos]
 
 
 #: the models' own resize/crop transforms, as their configs set them (train, test)

@@ -148,7 +148,7 @@ def img_aug_matrix(ida: np.ndarray) -> np.ndarray:
 
 
 def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
-    """Resize ``img`` to ``p.resize_dims`` (from whatever scale it was decoded at), crop, flip, rotate.
+    """Resize ``img`` to ``p.resize_dims`` (from any decoded scale), crop, flip, rotate.
 
     The geometry is PIL's, as the folded transforms run it: ``resize`` then
     ``crop`` (zeros outside the image), ``FLIP_LEFT_RIGHT``, then ``rotate``

@@ -44,7 +44,7 @@ def write_loader_keys(results: dict, loader: str, paths: Sequence[str], cam2img:
         raise ValueError(f'loader must be one of {STOCK_LOADERS}, got {loader!r}')
     paths = list(paths)
     if loader == 'BEVLoadMultiViewImageFromFiles':
-        k4, l2c32, c2l, l2i = [], [], [], []
+        k4, c2l, l2i = [], [], []
         for k, m in zip(cam2img, lidar2cam):
             m32 = np.array(m).astype(np.float32)
             rot, trans = m32[:3, :3], m32[:3, 3:4]

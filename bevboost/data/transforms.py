@@ -29,7 +29,6 @@ import logging
 import os
 from typing import Any
 
-import cv2
 import numpy as np
 from mmengine.registry import TRANSFORMS
 

@@ -186,9 +186,9 @@ def test_main_process_decode_same_draws_and_keys(infos, case):
 def test_the_fold_decodes_where_the_folded_transform_stood():
     """With transforms between, the decode step takes the folded transform's position."""
     pipe = _fast_pipeline('bevfusion-train')
-    assert [p['type'] for p in pipe] == ['FastLoadMultiViewImageFromFiles', 'LoadPointsFromFile',
-                                        'LoadPointsFromMultiSweeps', 'LoadAnnotations3D',
-                                        'FastDecodeMultiViewImages']
+    assert [p['type'] for p in pipe] == [
+        'FastLoadMultiViewImageFromFiles', 'LoadPointsFromFile', 'LoadPointsFromMultiSweeps',
+        'LoadAnnotations3D', 'FastDecodeMultiViewImages']
     assert pipe[0]['defer'] is True and pipe[0]['replaces'] == 'BEVLoadMultiViewImageFromFiles'
     assert [p['type'] for p in _fast_pipeline('petr-test')] == ['FastLoadMultiViewImageFromFiles']
 
