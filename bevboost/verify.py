@@ -74,7 +74,9 @@ class BoostReportHook(Hook):
             print_log(f'bevboost: {note}', logger='current', level=logging.WARNING)
         self.recipe = check_built_recipe(runner)  # RecipeMismatchError stops the run here
         if self.recipe:
-            print_log(f'bevboost {self.recipe}', logger='current', level=logging.INFO)
+            warned = self.recipe.startswith('WARNING:')
+            print_log(f'bevboost {self.recipe}', logger='current',
+                      level=logging.WARNING if warned else logging.INFO)
         self.verdicts, failures = verify_boosts(runner, self.boosts)
         line = 'bevboost boosts in effect: ' + ('; '.join(self.verdicts) or 'none')
         print_log(line, logger='current', level=logging.ERROR if failures else logging.INFO)

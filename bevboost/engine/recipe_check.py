@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: config key holding the lines a launch route wrote about the recipe (logged at start)
 NOTES_KEY = 'bevboost_launch_notes'
+#: config key: 'stop' (default) stops a run whose recipe differs from the reference before
+#: iteration 1; 'warn' trains anyway and says so in one WARNING line (experiments, debugging)
+CHECK_KEY = 'bevboost_recipe_check'
 #: relative tolerance of an LR comparison (float32 optimizer state is not involved)
 LR_RTOL = 1e-6
 
@@ -66,12 +69,16 @@ def reference_of(cfg: Any) -> Reference | None:
                          scaling.get('rule', 'linear'), 'optim_wrapper.lr_scaling')
     recipe = cfg.get('bevboost_recipe')
     if recipe and recipe.get('reference_batch'):
-        planned = {k: int(recipe[k]) for k in ('gpus', 'per_gpu_batch', 'accumulative_counts')
-                   if recipe.get(k) is not None}
+        # the hardware split it was written for: `bevboost plan`'s, or a bundled config's
+        # published one (gpus x per-GPU batch, no accumulation unless it says so)
+        planned = None
+        if recipe.get('gpus') and recipe.get('per_gpu_batch'):
+            planned = dict(gpus=int(recipe['gpus']), per_gpu_batch=int(recipe['per_gpu_batch']),
+                           accumulative_counts=int(recipe.get('accumulative_counts') or 1))
         lr = recipe.get('reference_lr')
         return Reference(int(recipe['reference_batch']), optimizer_lr if lr is None else lr,
                          recipe.get('rule', 'linear') if lr is not None else 'keep',
-                         'bevboost_recipe', planned if len(planned) == 3 else None)
+                         'bevboost_recipe', planned)
     auto = cfg.get('auto_scale_lr') or {}
     if auto.get('enable') and auto.get('base_batch_size'):
         return Reference(int(auto['base_batch_size']), optimizer_lr, 'linear', 'auto_scale_lr')
@@ -214,8 +221,21 @@ def check_built_recipe(runner: Any) -> str | None:
     """Check the built runner's effective batch and per-group LRs against the reference.
 
     Returns the start-of-training line (None when the config records no
-    reference recipe); raises :class:`RecipeMismatchError` naming the key.
+    reference recipe); raises :class:`RecipeMismatchError` naming the key, or with
+    ``bevboost_recipe_check='warn'`` returns the mismatch as a ``WARNING:`` line.
     """
+    mode = runner.cfg.get(CHECK_KEY, 'stop')
+    if mode not in ('stop', 'warn'):
+        raise ValueError(f"{CHECK_KEY} must be 'stop' or 'warn', got {mode!r}")
+    try:
+        return _check_built_recipe(runner)
+    except RecipeMismatchError as exc:
+        if mode == 'stop':
+            raise
+        return f"WARNING: recipe differs ({CHECK_KEY}='warn', training anyway): {exc}"
+
+
+def _check_built_recipe(runner: Any) -> str | None:
     from mmengine.optim import OptimWrapperDict
     cfg = runner.cfg
     ref = reference_of(cfg)
@@ -247,9 +267,11 @@ def check_built_recipe(runner: Any) -> str | None:
                 f'the run trains effective batch {effective} ({split}), but the config was '
                 f'planned for {want} ({planned["gpus"]} GPU(s) x {planned["per_gpu_batch"]} x '
                 f'accumulation {planned["accumulative_counts"]}) from reference batch '
-                f'{ref.batch}: {key} is {built}, the plan has {asked}; its LR and schedule fit '
-                f'the planned batch only. Fix: launch as planned, or rerun `bevboost plan` for '
-                f'this hardware')
+                f'{ref.batch}: {key} is {built}, the recipe has {asked}; its LR and schedule '
+                f'fit that batch only. Fix: launch as the recipe says, or write this '
+                f'hardware\'s config with `bevboost plan --config CONFIG --gpus {world} '
+                f'--max-per-gpu {batch} --out planned.py` (LR and schedule rescaled), or set '
+                f"{CHECK_KEY}='warn' to train anyway")
     actual = built_group_lrs(wrapper)
     if ref.lr is None:
         return (f'recipe: reference batch {ref.batch} ({ref.source}) -> effective batch '
@@ -291,7 +313,7 @@ def _lr_mismatch(cfg: Any, ref: Reference, effective: int, split: str, actual: l
     else:
         key = ('optim_wrapper.optimizer.lr', 'the LR differs from what the recorded reference '
                'implies', 'drop the LR override, or rerun `bevboost plan` / `bevboost boost '
-               '--with lr-scale` with the new reference')
+               f"--with lr-scale` with the new reference, or set {CHECK_KEY}='warn'")
     return (f'{key[0]}: the run would train at LR per group {_fmt(actual)}, but reference batch '
             f'{ref.batch} at lr {ref.lr:.4g} ({ref.source}, {ref.rule} rule) implies '
             f'{_fmt(expected)} at effective batch {effective} ({split}); {ratio:.4g}x off: '

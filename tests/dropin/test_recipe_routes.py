@@ -251,3 +251,28 @@ def test_an_lr_override_on_a_planned_config_is_named(tmp_path):
                                                   r'implies \[0.1\].*3x off'):
         runner.train()
     assert runner.iter == 0
+
+
+@pytest.mark.parametrize('mode', ['stop', 'warn'])
+def test_a_bundled_recipe_on_fewer_gpus_stops_or_warns(tmp_path, mode):
+    """A config carrying its published recipe (8 GPUs x 1 here: the bundled V2-99 form),
+    boosted and launched on one process: the effective batch is 1/8 and the LR is the
+    reference's. It stops naming the world size, or with bevboost_recipe_check='warn'
+    trains and says so."""
+    from bevboost.boosts import apply_boosts
+    cfg = Config(toy_config(str(tmp_path), batch_size=1, max_iters=2, bevboost_recipe=dict(
+        reference_batch=8, reference_lr=0.1, gpus=8, per_gpu_batch=1)))
+    if mode == 'warn':
+        cfg.bevboost_recipe_check = 'warn'
+    runner = Runner.from_cfg(apply_boosts(cfg, ['nan-guard']))
+    if mode == 'stop':
+        with pytest.raises(RecipeMismatchError, match=r'effective batch 1 .* world size \(GPUs '
+                                                      r'launched\) is 1, the recipe has 8.*'
+                                                      r'bevboost plan --config CONFIG --gpus 1'):
+            runner.train()
+        assert runner.iter == 0
+    else:
+        runner.train()
+        report = next(h for h in runner.hooks if type(h).__name__ == 'BoostReportHook')
+        assert report.recipe.startswith("WARNING: recipe differs (bevboost_recipe_check='warn'")
+        assert runner.iter == 2

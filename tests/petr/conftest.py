@@ -44,6 +44,10 @@ def tiny_config(data_root: Path, work_dir: Path, *, max_iters: int, lr: float = 
     cfg.log_level = 'WARNING'
     cfg.randomness = dict(seed=0)
     cfg.work_dir = str(work_dir)
+    if batch_size * 1 != cfg.bevboost_recipe.reference_batch:
+        # these tests compare runs at one batch among themselves, not against the published
+        # recipe: the kit's recipe check says so in a WARNING line instead of stopping
+        cfg.bevboost_recipe_check = 'warn'
     return cfg
 
 
