@@ -3,8 +3,8 @@
 # without mmcv/mmdet/mmdet3d, then install the kit the way README's "add bevboost to an existing
 # MMDetection3D environment" says (pip constraints pinning what is installed), and fail if that
 # changed torch's version. Used by .ci/run to run the core test tier on the oldest torch.
-# Idempotent: a second run only checks. Time on a 2-core machine: ~4 min (torch 2.1.2 from PyPI
-# brings its CUDA runtime wheels, ~2.5 GB; they are unused on CPU).
+# Idempotent: a second run only checks. A first run took 1.5-3 min on a 2-core machine (torch
+# 2.1.2 from PyPI brings its CUDA runtime wheels, ~2.5 GB; they are unused on CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,7 +16,7 @@ start=$SECONDS
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip)
 "${pip[@]}" install -q "setuptools<82" wheel
-echo "installing torch $TORCH (first time ~4 min) ..." >&2
+echo "installing torch $TORCH (first time: a few minutes, ~2.5 GB) ..." >&2
 # numpy<2: torch 2.1 was built against numpy 1.x
 "${pip[@]}" install -q "torch==$TORCH" "numpy<2" mmengine==0.10.7
 
