@@ -154,14 +154,16 @@ class FastDecodeBoost(Boost):
         name='fast-decode',
         contract_model='camera', fragment='fast_decode.py',
         docs='docs/data.md#loading-transform-and-folding-fast-decode-boost',
-        summary=('decode camera JPEGs at reduced DCT scale and fold the resize/crop into the '
-                 'loader (refuses a resize/crop it cannot reach: see bevboost.data.fold); '
-                 'on CUDA, decode batched in the training process (nvJPEG / DALI mixed)'),
+        summary=('decode camera JPEGs at reduced DCT scale and fold the resize/crop/flip/rotate '
+                 'in place (same seed, same geometry and keys as the stock chain; refuses a '
+                 'transform between that reads pixels: see bevboost.data.fold); on CUDA, decode '
+                 'batched in the training process (nvJPEG / DALI mixed)'),
         changes=('train_dataloader.dataset.pipeline', 'val_dataloader.dataset.pipeline',
                  'test_dataloader.dataset.pipeline', 'train_pipeline', 'test_pipeline',
                  'model.data_preprocessor', 'custom_hooks'),
-        expected_effect=('5.3-11.8x less CPU per camera image than mmdet3d loader + the '
-                         "model's resize at 320x800 and 256x704, train and test (2-core CPU, "
+        expected_effect=('8.2-10.9x less CPU per camera image than mmdet3d loader + the '
+                         "model's resize at 320x800 and 256x704, train and test (5.3-9.4x in "
+                         'full benchmark runs); 1.0-1.4x a bare reduced decode (2-core CPU, '
                          'docs/data.md); uint8 or encoded batches'),
         exact=False, requires=('simplejpeg',), order=20)
     primary_option = 'backend'

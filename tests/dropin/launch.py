@@ -31,6 +31,11 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 log_level = 'WARNING'
 '''
 
+#: the toy on the user's own backbone with a with_cp switch (the checkpoint boost)
+PLAIN_BACKBONE = PLAIN_TOY.replace(
+    "model = dict(type='PlainRegressor')",
+    "model = dict(type='PlainBackboneRegressor', img_backbone=dict(type='PlainMLPBackbone'))")
+
 PLAIN_CAMERA = '''
 custom_imports = dict(imports=['plainmodels'], allow_failed_imports=False)
 default_scope = 'mmengine'

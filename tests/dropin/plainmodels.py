@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from mmengine.dataset import BaseDataset
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, MODELS, TRANSFORMS
@@ -32,6 +33,45 @@ class PlainRegressor(BaseModel):
 
     def forward(self, inputs, targets=None, mode: str = 'tensor', **unused):
         pred = self.net(inputs.float()).squeeze(-1)
+        if mode == 'loss':
+            return {'loss': ((pred.float() - targets.float()) ** 2).mean()}
+        return pred
+
+
+@MODELS.register_module()
+class PlainMLPBackbone(nn.Module):
+    """MLP blocks with the usual ``with_cp`` switch (checkpoint each block while training)."""
+
+    def __init__(self, in_features: int = 8, hidden: int = 32, blocks: int = 2,
+                 with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.stem = nn.Linear(in_features, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU())
+                                    for _ in range(blocks))
+        self.out_features = hidden
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            if self.with_cp and self.training and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+@MODELS.register_module()
+class PlainBackboneRegressor(BaseModel):
+    """A regressor on a configurable ``img_backbone`` (the user's own, with ``with_cp``)."""
+
+    def __init__(self, img_backbone: dict, data_preprocessor: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.img_backbone = MODELS.build(img_backbone)
+        self.head = nn.Linear(self.img_backbone.out_features, 1)
+
+    def forward(self, inputs, targets=None, mode: str = 'tensor', **unused):
+        pred = self.head(self.img_backbone(inputs.float())).squeeze(-1)
         if mode == 'loss':
             return {'loss': ((pred.float() - targets.float()) ** 2).mean()}
         return pred

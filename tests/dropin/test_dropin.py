@@ -24,10 +24,11 @@ from bevboost.boosts import available_boosts
 from bevboost.cli.main import main as cli
 from bevboost.seams.torch_compat import COMPILE_SGD_MOMENTUM_MIN, torch_at_least
 
-from tests.dropin.launch import (HERE, PLAIN_CAMERA, PLAIN_CAMERA_OWN_LOADER,  # noqa: F401
-                                  PLAIN_TOY, train_fresh)
+from tests.dropin.launch import (HERE, PLAIN_BACKBONE, PLAIN_CAMERA,  # noqa: F401
+                                  PLAIN_CAMERA_OWN_LOADER, PLAIN_TOY, train_fresh)
 
-#: what ``--with`` gets for each boost on the toy (T), camera (C) or own-loader camera (O) config
+#: what ``--with`` gets for each boost on the toy (T), camera (C), own-loader camera (O) or
+#: own-backbone toy (B) config
 BOOST_SPECS = {
     'amp': ('T', 'amp=bf16'),
     'accum': ('T', 'accum=4:per_gpu_batch=1'),
@@ -42,6 +43,7 @@ BOOST_SPECS = {
     'fused-optim': ('T', 'fused-optim'),
     'channels-last': ('O', 'channels-last=conv'),
     'loader': ('T', 'loader=1'),
+    'checkpoint': ('B', 'checkpoint=backbone'),
 }
 COMBINATIONS = {'amp+accum+measure': ('T', 'amp=bf16,accum=2,measure=1'),
                 'fast-decode+shm': ('C', 'fast-decode,shm')}
@@ -49,9 +51,10 @@ COMBINATIONS = {'amp+accum+measure': ('T', 'amp=bf16,accum=2,measure=1'),
 
 def _write_sources(tmp_path: Path, camera_root: Path) -> dict[str, Path]:
     sources = {'T': tmp_path / 'plain_toy.py', 'C': tmp_path / 'plain_camera.py',
-               'O': tmp_path / 'plain_camera_own_loader.py'}
+               'O': tmp_path / 'plain_camera_own_loader.py', 'B': tmp_path / 'plain_backbone.py'}
     root = str(camera_root) + '/'
     sources['T'].write_text(PLAIN_TOY)
+    sources['B'].write_text(PLAIN_BACKBONE)
     sources['C'].write_text(PLAIN_CAMERA.format(root=root))
     sources['O'].write_text(PLAIN_CAMERA_OWN_LOADER.format(root=root))
     for path in sources.values():
