@@ -15,9 +15,9 @@ import time
 import types
 
 import bevboost  # noqa: F401
-from bevboost.profiling.side_by_side import interleaved_ratio, iter_time_s
+from bevboost.bench.side_by_side import interleaved_ratio, iter_time_s
 from bevboost.profiling.stages import StageRecorder, TimedStage
-from bevboost.profiling.toy_bench import toy_bench_config
+from bevboost.bench.toy import toy_bench_config
 
 #: with-hook / without-hook CPU per iteration on the ~8 ms toy step, median of 10 interleaved
 #: pairs of 60-iteration runs: measured 0.99x-1.09x in 3 runs (single pairs 0.80x-1.10x; with 4

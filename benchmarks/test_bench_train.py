@@ -22,8 +22,8 @@ from mmengine.config import Config
 
 import bevboost  # noqa: F401
 from bevboost.boosts import apply_boosts, available_boosts, get_boost
-from bevboost.profiling.side_by_side import interleaved_ratio, iter_time_s
-from bevboost.profiling.toy_bench import toy_bench_config
+from bevboost.bench.side_by_side import interleaved_ratio, iter_time_s
+from bevboost.bench.toy import toy_bench_config
 from bevboost.runner_utils import build_runner, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -154,7 +154,7 @@ def _checked_variants(args: argparse.Namespace) -> tuple[list, Any]:
     default list, ``all``) that does not fit the config is reported as unable to
     run, with the reason, rather than stopping the bench.
     """
-    from bevboost.profiling.bench import resolve_variants
+    from bevboost.bench.harness import resolve_variants
     for what, value, low, high in (('--iters', args.iters, 1, MAX_COUNT),
                                    ('--warmup', args.warmup, 0, MAX_COUNT),
                                    ('--repeats', args.repeats, 1, 1000),
@@ -163,7 +163,7 @@ def _checked_variants(args: argparse.Namespace) -> tuple[list, Any]:
     checks.check_seconds(args.timeout, '--timeout')
     lenient = args.variants is None
     if lenient:
-        from bevboost.profiling.bench import default_variants
+        from bevboost.bench.harness import default_variants
     text = ','.join(default_variants()) if lenient else args.variants
     names = text.split(',')
     if not all(n.strip() for n in names):
@@ -174,7 +174,7 @@ def _checked_variants(args: argparse.Namespace) -> tuple[list, Any]:
     except ValueError as exc:
         raise ValueError(f'--variants {text!r}: {exc}') from None
     cfg = checks.load_config_checked(args.config or DEFAULT_CONFIG, what='config')
-    from bevboost.profiling.bench import ALL
+    from bevboost.bench.harness import ALL
     for variant in variants:
         if variant.reason is not None or not variant.specs:
             continue
@@ -188,8 +188,8 @@ def _checked_variants(args: argparse.Namespace) -> tuple[list, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bevboost.profiling.bench import check_out_dir, run_bench
-    from bevboost.profiling.report import write_report
+    from bevboost.bench.harness import check_out_dir, run_bench
+    from bevboost.bench.report import write_report
 
     check_out_name(args.out)
     checks.check_dir_arg(args.out, '--out')

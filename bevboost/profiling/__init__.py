@@ -1,4 +1,4 @@
-"""Measurement: stall/compute hook, torch.profiler hook, replay ceiling, bench.
+"""Measurement a training run loads: stall/compute hook, torch.profiler hook, replay ceiling.
 
 Importing this package registers ``StallMonitorHook``, ``TorchProfilerHook``
 and ``ReplayDataHook`` in mmengine's root ``HOOKS`` and the ``measure`` and

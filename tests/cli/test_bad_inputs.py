@@ -217,7 +217,7 @@ def no_runs(monkeypatch):
     """Fail the test if a bench run or a Runner build starts: checks come first."""
     def started(*args, **kwargs):
         raise AssertionError('a run started before the bad input was refused')
-    import bevboost.profiling.bench as bench
+    import bevboost.bench.harness as bench
     import bevboost.runner_utils as runner_utils
     monkeypatch.setattr(bench, '_run_one', started)
     monkeypatch.setattr(runner_utils, 'runner_from_cfg', started)

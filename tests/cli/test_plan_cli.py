@@ -250,7 +250,7 @@ def test_bad_boost_option_is_one_error_naming_it(tmp_path, capsys, spec, needles
 def test_bench_variants_take_boost_options():
     """``bench --variants`` resolves through the same parser; the worker applies the specs."""
     from bevboost.boosts import apply_boosts
-    from bevboost.profiling.bench import resolve_variants
+    from bevboost.bench.harness import resolve_variants
     variants = resolve_variants(['amp=bf16+accum=2:per_gpu_batch=1'], ceiling=False)
     variant = next(v for v in variants if v.specs)
     assert variant.specs == ['amp=bf16', 'accum=2:per_gpu_batch=1']

@@ -128,12 +128,12 @@ def test_resume_without_a_checkpoint_warns_and_trains_from_scratch(tmp_path):
 def no_runs(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError('a bench run started')
-    import bevboost.profiling.bench as bench
+    import bevboost.bench.harness as bench
     monkeypatch.setattr(bench, '_run_one', started)
 
 
 def test_bench_out_with_an_earlier_report_is_refused_unless_force(tmp_path, capsys, no_runs):
-    from bevboost.profiling.toy_bench import write_toy_bench_config
+    from bevboost.bench.toy import write_toy_bench_config
     config = write_toy_bench_config(tmp_path / 'cfg' / 'toy.py', num_workers=0)
     out = tmp_path / 'out'
     out.mkdir()

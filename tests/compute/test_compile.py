@@ -163,9 +163,9 @@ def test_bench_run_reports_compile_time_apart(tmp_path, monkeypatch):
     from torch._dynamo.utils import counters
 
     from bevboost.compute.compile_model import CompileTimingHook
-    from bevboost.profiling.bench import RUN_FIGURES
-    from bevboost.profiling.bench_worker import run_variant
-    from bevboost.profiling.toy_bench import write_toy_bench_config
+    from bevboost.bench.harness import RUN_FIGURES
+    from bevboost.bench.worker import run_variant
+    from bevboost.bench.toy import write_toy_bench_config
     graphs_after_iter: list[int] = []
     timed_after_iter = CompileTimingHook.after_train_iter
 

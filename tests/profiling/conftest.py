@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import bevboost  # noqa: F401  (registers hooks and boosts)
-from bevboost.profiling.toy_bench import toy_bench_config
+from bevboost.bench.toy import toy_bench_config
 
 
 @pytest.fixture

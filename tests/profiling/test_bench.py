@@ -8,8 +8,8 @@ import pytest
 
 from bevboost.boosts import Boost, BoostCard, _BOOSTS
 from bevboost.cli.main import main
-from bevboost.profiling.bench import ALL, BASELINE, CEILING, resolve_variants
-from bevboost.profiling.toy_bench import write_toy_bench_config
+from bevboost.bench.harness import ALL, BASELINE, CEILING, resolve_variants
+from bevboost.bench.toy import write_toy_bench_config
 
 
 class _NeedsGpu(Boost):
@@ -100,8 +100,8 @@ def test_bench_cli_writes_report(fake_boosts, tmp_path, capsys):
 
 
 def test_lossy_variant_goes_to_its_own_table():
-    from bevboost.profiling.bench import Variant, build_report
-    from bevboost.profiling.report import markdown
+    from bevboost.bench.harness import Variant, build_report
+    from bevboost.bench.report import markdown
     run = {'status': 'ok', 'samples_per_s': 5.0, 'gpu': {'state': 'no-gpu', 'reason': 'x'}}
     lossy = build_report('c.py', [Variant(BASELINE, [], runs=[run]),
                                   Variant('test-lossy', ['test-lossy'], exact=False,

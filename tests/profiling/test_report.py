@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bevboost.profiling.bench import BASELINE, CEILING, Variant, build_report
-from bevboost.profiling.report import markdown
+from bevboost.bench.harness import BASELINE, CEILING, Variant, build_report
+from bevboost.bench.report import markdown
 
 
 def _run(samples_per_s, *, iter_ms, wait_ms, data_s_per_sample=None, step_cpu_ms=None,
@@ -140,7 +140,7 @@ def _gpu_report(gpu_by_variant: dict[str, dict], cuda_alloc_mb: float | None) ->
 
 
 def _panels(rep):
-    from bevboost.profiling.report import chart_figure
+    from bevboost.bench.chart import chart_figure
     fig = chart_figure(rep)
     return fig, fig.axes[4], fig.axes[5]  # GPU utilization, peak memory
 

@@ -91,7 +91,7 @@ def test_bad_flush_interval():
 def test_instrumented_pipeline_still_shows_its_transforms(toy_cfg):
     # boost verdicts look at the built pipeline's transform types through the timers
     from bevboost.boosts import train_pipeline_transforms
-    from bevboost.profiling.toy_bench import ToyDecode
+    from bevboost.bench.toy import ToyDecode
     from bevboost.runner_utils import build_runner
     runner = build_runner(toy_cfg(max_iters=2), ['measure=0'])
     runner.train()

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from bevboost.boosts import available_boosts, get_boost, parse_variant
 from bevboost.boosts import tooling_boosts
-from bevboost.profiling.verdict import analyse
+from bevboost.bench.verdict import analyse
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _run_one(config: Path, variant: Variant, repeat: int, *, iters: int, warmup:
     run_dir.mkdir(parents=True, exist_ok=True)
     result_file = run_dir / 'result.json'
     result_file.unlink(missing_ok=True)  # a result of an earlier bench (--force) is not this run's
-    cmd = [sys.executable, '-m', 'bevboost.profiling.bench_worker', '--config', str(config),
+    cmd = [sys.executable, '-m', 'bevboost.bench.worker', '--config', str(config),
            '--specs', json.dumps(variant.specs), '--iters', str(iters),
            '--warmup', str(warmup), '--seed', str(seed), '--replay', str(variant.replay),
            '--work-dir', str(run_dir / 'work_dir'), '--out', str(result_file),

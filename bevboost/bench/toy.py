@@ -43,7 +43,7 @@ def toy_bench_config(work_dir: str | Path, *, decode_work: int = 200, num_worker
         num_workers=num_workers, persistent_workers=False)
     cfg['train_dataloader']['dataset']['pipeline'] = [dict(type='ToyDecode', work=decode_work)]
     cfg['custom_imports'] = dict(imports=['bevboost.testing.toy',
-                                          'bevboost.profiling.toy_bench'],
+                                          'bevboost.bench.toy'],
                                  allow_failed_imports=False)
     return cfg
 

@@ -1,6 +1,6 @@
 """One bench run in a fresh process: config + variant -> result JSON.
 
-``bevboost bench`` starts ``python -m bevboost.profiling.bench_worker`` once
+``bevboost bench`` starts ``python -m bevboost.bench.worker`` once
 per (variant, repeat) so no variant inherits another's warm caches, worker
 pools or allocator state. Every run uses the same config, data and seed.
 
@@ -113,7 +113,7 @@ def run_variant(config: str, specs: list[str], *, iters: int, warmup: int, seed:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='bevboost.profiling.bench_worker')
+    parser = argparse.ArgumentParser(prog='bevboost.bench.worker')
     parser.add_argument('--config', required=True)
     parser.add_argument('--specs', default='[]', help='JSON list of boost variant strings')
     parser.add_argument('--iters', type=int, required=True)
