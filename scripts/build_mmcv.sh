@@ -2,7 +2,7 @@
 # Build mmcv (default 2.1.0, with its ops) from source into a wheel, against the torch of the
 # active environment, and keep the wheel in OUT_DIR for every later set-up.
 #
-#   scripts/build_mmcv.sh OUT_DIR            build (about 40 min on 2 cores; less with more)
+#   scripts/build_mmcv.sh OUT_DIR            build (24 min measured on 2 busy cores, ninja)
 #   scripts/build_mmcv.sh --dry-run          pip's metadata step only, same flags (seconds)
 #
 # Why these flags: mmcv's setup.py imports pkg_resources (gone in setuptools 82) and torch
@@ -30,7 +30,7 @@ out=${1:?usage: build_mmcv.sh OUT_DIR | --dry-run}
 mkdir -p "$out"
 torch_version=$("$PY" -c 'import torch; print(torch.__version__)')
 log="$out/mmcv-$MMCV-build.log"
-echo "building mmcv $MMCV from source against torch $torch_version: about 40 min on 2 cores" \
+echo "building mmcv $MMCV from source against torch $torch_version: about 25 min on 2 cores" \
      "(fewer with more cores); full log: $log" >&2
 start=$SECONDS
 # ninja prints [done/total] per compiled file: show those counters with the elapsed time

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${BEVBOOST_VENV:-.venv}
 TORCH=2.13.0
-# A prebuilt mmcv 2.1.0 wheel for this torch saves a ~40 min compile: BEVBOOST_WHEELS, else
+# A prebuilt mmcv 2.1.0 wheel for this torch saves a ~25 min compile: BEVBOOST_WHEELS, else
 # ../shared/wheels next to the checkout, else the wheel an earlier set-up built and kept in
 # BEVBOOST_WHEEL_CACHE (default ~/.cache/bevboost/wheels/torch-<version>-<python>).
 WHEELS=${BEVBOOST_WHEELS:-}
@@ -32,7 +32,7 @@ pip install -q "torch==$TORCH"
 pip install -q "setuptools<82"  # torch's install may raise it; mmengine/mmcv need pkg_resources
 if [ ${#find_links[@]} -eq 0 ] && ! python -c 'import mmcv' 2>/dev/null; then
   echo "note: no prebuilt mmcv 2.1.0 wheel (BEVBOOST_WHEELS, ../shared/wheels, $CACHE):" \
-       "building it from source, about 40 min on 2 cores; it is kept in $CACHE" >&2
+       "building it from source, about 25 min on 2 cores; it is kept in $CACHE" >&2
   ./scripts/build_mmcv.sh "$CACHE"
   find_links=(--find-links "$CACHE")
 fi
