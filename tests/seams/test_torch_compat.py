@@ -327,11 +327,19 @@ def test_dynamo_graph_count_counts_a_fresh_capture_not_a_cached_one():
     assert tc.dynamo_graph_count() == before + 1
 
 
+#: graphs torch's own ``nn.Module.compile`` captures of an ``nn.Sequential``, by the torch
+#: versions it was checked on (2.13 traces none: why :func:`compile_in_place` exists)
+CONTAINER_GRAPHS = {(2, 1): 1, (2, 13): 0, (2, 14): 1}
+
+
 def test_nn_module_compile_leaves_a_torch_container_untraced_on_2_13():
     """Why :func:`compile_in_place` exists: torch's own ``nn.Module.compile`` marks an
-    ``nn.Sequential`` compiled and captures no graph of it (torch 2.13; torch 2.1 captured
-    one). If this fails on a newer torch, torch traces containers again: the shim stays
-    correct, and this pin moves to the version that changed."""
+    ``nn.Sequential`` compiled and captures no graph of it on torch 2.13 (2.1 and 2.14.1
+    capture one). The shim is right either way; a torch not in the table is skipped until
+    checked."""
+    version = tc.TORCH_VERSION[:2]
+    if version not in CONTAINER_GRAPHS:
+        pytest.skip(f'container tracing checked on torch {sorted(CONTAINER_GRAPHS)} only')
     torch.compiler.reset()
     model = _container()
     model.compile(backend='eager')
@@ -339,7 +347,7 @@ def test_nn_module_compile_leaves_a_torch_container_untraced_on_2_13():
     model(torch.ones(2, 4))
     assert tc.is_compiled_in_place(model)
     captured = tc.dynamo_graph_count() - before
-    assert captured == (0 if tc.torch_at_least(2, 13) else 1)
+    assert captured == CONTAINER_GRAPHS[version]
 
 
 def test_compile_in_place_traces_a_torch_container_like_eager():
