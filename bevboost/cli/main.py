@@ -117,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_refusal(exc: Exception, tracker) -> bool:
-    """Bad input: an input error before the run started, or a refused resume (the
-    checkpoint does not fit this run) before the first iteration."""
+    """Bad input: an input error before the run started, or, before the first iteration, a
+    refused resume (the checkpoint does not fit this run) or a refused recipe (the built
+    run's effective batch or LR is not what the config's reference recipe implies)."""
     if not tracker.started:
         return isinstance(exc, INPUT_ERRORS)
     from bevboost.engine.accumulation_resume import ResumeRefused
-    return isinstance(exc, ResumeRefused) and tracker.phase == 'building'
+    from bevboost.engine.recipe_check import RecipeMismatchError
+    return isinstance(exc, (ResumeRefused, RecipeMismatchError)) and tracker.phase == 'building'
 
 
 def _runtime_failure(command: str, exc: Exception, tracker) -> int:

@@ -186,3 +186,21 @@ def test_bench_data_check_on_a_config_that_never_mentions_bevboost(tmp_path):
     root.mkdir()
     (root / 'infos_train.pkl').write_bytes(b'')
     check_data_exists(cfg, 'plain.py')  # present: no error
+
+
+def test_refused_recipe_is_one_line_and_leaves_nothing_behind(tmp_path, capsys):
+    """A config carrying its reference recipe (8 GPUs x 1), trained on one process: the
+    recipe check stops it before iteration 1 as a refusal (exit 2, one line naming the key
+    and the fix, no traceback), and the run's directories are removed."""
+    config = toy(tmp_path)
+    config.write_text(config.read_text().replace('batch_size=4', 'batch_size=1') +
+                      'bevboost_recipe = dict(reference_batch=8, reference_lr=0.01, gpus=8, '
+                      'per_gpu_batch=1)\n')
+    code = main(['train', str(config), '--boosts', 'nan-guard'])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith('bevboost train: error: the run trains effective batch 1') and \
+        'world size (GPUs launched) is 1, the recipe has 8' in last and 'bevboost plan' in last
+    assert 'Traceback' not in err
+    assert not (tmp_path / 'wd').exists()
