@@ -130,7 +130,9 @@ def _rank_main(rank: int, world: int, port: int, job: dict, out_dir: str) -> Non
                       traceback=traceback.format_exc()[-3000:])
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    # no group teardown: a gloo group's destructor once hung joining its threads on a 2-core
+    # machine; the result is written, the process ends here
+    os._exit(0)
 
 
 def run_distributed(job: dict) -> dict:
