@@ -30,63 +30,6 @@ def _grads(model, x, y):
           'exact: all_reduce sum equals the tensor (world size 1); DDP gradients allclose '
           '(rtol 1e-6) to the plain model\'s')
 def check_ddp(ctx: Context, device) -> Outcome:
-    """Run the check in a child process (forked on the CPU, so what a test patched holds
-    there; spawned on CUDA): a gloo/NCCL group that hangs at teardown, seen once on a
-    2-core machine, becomes a failed check after :data:`TIMEOUT_S` instead of a hang."""
-    import multiprocessing
-    kind = 'spawn' if device.type == 'cuda' else 'fork'
-    mp = multiprocessing.get_context(kind)
-    receive, send = mp.Pipe(duplex=False)
-    child = mp.Process(target=_child, args=(send, str(device)), daemon=True)
-    child.start()
-    send.close()
-    try:
-        if not receive.poll(TIMEOUT_S):
-            raise CheckFailed(f'the DDP check did not finish in {TIMEOUT_S} s (a hang in the '
-                              'process group)')
-        status, payload = receive.recv()
-    except EOFError:
-        raise CheckFailed(f'the DDP check process died (exit code {child.exitcode})') from None
-    finally:
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-    if status == 'skip':
-        raise Skip(payload)
-    if status != 'ok':
-        raise CheckFailed(payload)
-    return payload
-
-
-#: how long the DDP check may take in its own process
-TIMEOUT_S = 120
-
-
-def _child(send, device_name: str) -> None:
-    """The check in this (child) process; the result goes back through ``send``. The
-    process ends with ``os._exit``: no group teardown, no interpreter shutdown."""
-    import os
-    import traceback
-
-    import torch
-    try:
-        result = ('ok', _check_in_this_process(torch.device(device_name), teardown=False))
-    except Skip as exc:
-        result = ('skip', str(exc))
-    except CheckFailed as exc:
-        result = ('failed', str(exc))
-    except Exception as exc:  # a crash in the path: named with where it was raised
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        result = ('failed', f'{type(exc).__name__}: {exc} '
-                            f'({os.path.basename(where.filename)}:{where.lineno})')
-    try:
-        send.send(result)
-        send.close()
-    finally:
-        os._exit(0)
-
-
-def _check_in_this_process(device, teardown: bool = True) -> Outcome:
     import copy
 
     import torch
@@ -128,9 +71,8 @@ def _check_in_this_process(device, teardown: bool = True) -> Outcome:
         # the DDP wrapper goes first: freed after the group is destroyed, its reducer drops
         # the last reference to the gloo group, whose destructor then joins the group's
         # threads while holding the GIL (a hang seen once on a 2-core machine)
-        if teardown:  # (the check's own process ends without it)
-            ddp = None
-            gc.collect()
-            dist.destroy_process_group()
+        ddp = None
+        gc.collect()
+        dist.destroy_process_group()
     return Outcome(f'{backend}{" " + version if version else ""}: group of 1 opened, '
                    'all_reduce + DDP gradients ok', dict(backend=backend, nccl=version or None))

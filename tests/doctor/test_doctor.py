@@ -226,15 +226,3 @@ def test_a_cuda_device_asked_for_without_cuda_is_skipped_not_an_error(doctor_ctx
     got = rows(run_checks('cuda:0', ['ddp'], doctor_ctx), 'ddp')
     assert got['gpu'].status == SKIPPED and 'no CUDA device' in got['gpu'].reason
 
-
-def test_a_hanging_ddp_group_is_a_failed_check_not_a_hang(doctor_ctx, monkeypatch):
-    """The DDP check runs in its own process: a group that never returns (a teardown hang
-    was seen once) fails the check after its timeout instead of blocking the doctor."""
-    import time as _time
-    from bevboost.doctor import ddp_check
-    monkeypatch.setattr(ddp_check, 'TIMEOUT_S', 2)
-    monkeypatch.setattr(ddp_check, '_check_in_this_process',
-                        lambda *a, **k: _time.sleep(30))
-    start = _time.perf_counter()
-    reason = _failed(run_checks('cpu', ['ddp'], doctor_ctx), 'ddp')
-    assert 'did not finish in 2 s' in reason and _time.perf_counter() - start < 15
