@@ -8,6 +8,7 @@ runs everything except ``gpu``. Tests must not leave files behind in
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -67,3 +68,23 @@ def tmp_work_dir(tmp_path):
     d = tmp_path / 'work_dir'
     d.mkdir()
     return d
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def mm_log():
+    """Messages sent to mmengine's current logger (what a Runner's console shows)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    handler = _Records()
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)

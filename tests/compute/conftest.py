@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import pytest
@@ -38,23 +37,3 @@ def synth_root(tmp_path_factory) -> Path:
 def make_tiny_config():
     """The petr tests' ``tiny_config`` (the bundled tiny config, iteration-based)."""
     return _petr_fixtures().tiny_config
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def mm_log():
-    """Messages sent to mmengine's current logger (what a Runner's console shows)."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    handler = _Records()
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)

@@ -32,17 +32,6 @@ def _registered():
     init_default_scope('mmdet3d')
 
 
-@pytest.fixture
-def mm_log():
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
 
 def published_neck_head(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors under the published neck/head names and shapes."""

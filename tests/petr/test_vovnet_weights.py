@@ -7,7 +7,6 @@ the kit's VoVNet must reproduce the published network's stage4/stage5 outputs.
 """
 from __future__ import annotations
 
-import logging
 
 import pytest
 import torch
@@ -50,18 +49,6 @@ def _save(state: dict, path, prefix: str) -> str:
     torch.save({'state_dict': {prefix + k: v for k, v in state.items()}}, path)
     return str(path)
 
-
-@pytest.fixture
-def mm_log():
-    """Messages that reach mmengine's current logger."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def _weights(state: dict) -> int:

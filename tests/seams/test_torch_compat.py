@@ -7,7 +7,6 @@ branches taken differ by version, and each is named by the flag it depends on.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 import tempfile
@@ -242,18 +241,6 @@ def test_cpu_fused_kernels_arrive_in_torch_2_4():
     assert ('cpu' in tc.fused_kernel_devices()) == tc.torch_at_least(*tc.FUSED_CPU_MIN)
     assert 'cuda' in tc.fused_kernel_devices()
 
-
-@pytest.fixture
-def mm_log():
-    """Messages that reach mmengine's current logger (what a Runner's console shows)."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def test_fused_optim_falls_back_or_refuses_by_name_without_cpu_kernels(tmp_path, mm_log):
