@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bevboost.data.region_resize import resize_region
+
 
 @dataclasses.dataclass(frozen=True)
 class AugParams:
@@ -157,20 +159,25 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
     zero fill into every edge pixel and put rotated views out of tolerance.
     After a reduced-scale decode the residual resize is within 2x, where bilinear
     stays close to PIL's filtered resize at a fraction of its cost (INTER_AREA
-    beyond 2x). No pass more than needed: crop, flip and rotation are one warp
-    from the crop's part inside the image (outside it both sides are zero), a
-    flip alone is ``cv2.flip``, and an unflipped crop inside the image is
-    returned as a view of the resized frame (no copy).
+    beyond 2x). No pass more than needed: only the crop's part inside the image
+    is resized (:func:`bevboost.data.region_resize.resize_region`, sampling
+    within 1/64 px of the whole frame's grid); crop, flip and rotation are one
+    warp from that part (outside it both sides are zero), a flip alone is
+    ``cv2.flip``, and an unflipped crop inside the image is returned as is.
     """
     new_w, new_h = p.resize_dims
-    if img.shape[:2] != (new_h, new_w):
-        strong_shrink = img.shape[1] > 2 * new_w
-        img = cv2.resize(img, (new_w, new_h),
-                         interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
     x0, y0, x1, y1 = p.crop
     w, h = x1 - x0, y1 - y0
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, new_w), min(y1, new_h)
-    if p.rotate and sx1 > sx0 and sy1 > sy0:
+    if sx1 <= sx0 or sy1 <= sy0:  # the crop misses the image: all zeros, as PIL's
+        return np.zeros((h, w) + img.shape[2:], img.dtype)
+    if img.shape[:2] == (new_h, new_w):
+        inside = img[sy0:sy1, sx0:sx1]
+    elif img.shape[1] > 2 * new_w:  # strong shrink: whole frame, INTER_AREA
+        inside = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)[sy0:sy1, sx0:sx1]
+    else:  # only the crop's part (region_resize: within 1/64 px of the whole frame's grid)
+        inside = resize_region(img, (new_w, new_h), (sx0, sy0, sx1, sy1))
+    if p.rotate:
         # view pixels -> crop pixels (translate), flip, rotate about the centre: one warp.
         # PIL rotates about (w/2, h/2) in pixel-corner coordinates: (w-1)/2 in OpenCV's
         m = np.array([[1.0, 0.0, sx0 - x0], [0.0, 1.0, sy0 - y0], [0.0, 0.0, 1.0]])
@@ -178,22 +185,11 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
             m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
         rot = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), p.rotate, 1.0),
                          [0.0, 0.0, 1.0]])
-        return cv2.warpAffine(img[sy0:sy1, sx0:sx1], (rot @ m)[:2], (w, h),
-                              flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=0)
-    if (sx0, sy0, sx1, sy1) == (x0, y0, x1, y1):
-        img = img[y0:y1, x0:x1]
-    else:
-        img = crop_padded(img, p.crop)
-    return cv2.flip(img, 1) if p.flip else img
+        return cv2.warpAffine(inside, (rot @ m)[:2], (w, h), flags=cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if (sx0, sy0, sx1, sy1) != (x0, y0, x1, y1):
+        padded = np.zeros((h, w) + img.shape[2:], img.dtype)
+        padded[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = inside
+        inside = padded
+    return cv2.flip(inside, 1) if p.flip else inside
 
-
-def crop_padded(img: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop ``x0, y0, x1, y1`` with zeros outside the image (like PIL's crop)."""
-    x0, y0, x1, y1 = crop
-    out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], img.dtype)
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x1, img.shape[1]), min(y1, img.shape[0])
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return out
