@@ -91,9 +91,10 @@ STOCK_LOADERS = {'petrv2-320x800': 'LoadMultiViewImageFromFiles',
                  'bevfusion-256x704': 'BEVLoadMultiViewImageFromFiles'}
 #: kit CPU-ms / bare reduced decode CPU-ms (read + libjpeg-turbo at the kit's DCT scale, nothing
 #: else): the goal is <= 1.3x. Held as the decode's share of the kit's CPU (bare / kit), which
-#: must stay above 0.8x the lowest median share measured: 0.70 (kit 1.42x bare, BEVFusion train;
-#: five runs of this file on a shared 2-core CPU, docs/data.md)
-MIN_DECODE_SHARE = 0.56
+#: must stay above 0.8x the lowest median share measured in six runs of this file on a 2-core
+#: CPU (kit 1.27x, 1.04x, 1.41x, 1.21x bare; docs/data.md)
+MIN_DECODE_SHARE = {('petrv2-320x800', 'train'): 0.63, ('petrv2-320x800', 'test'): 0.77,
+                    ('bevfusion-256x704', 'train'): 0.57, ('bevfusion-256x704', 'test'): 0.66}
 
 
 def stock_chain(model: str, aug_cfg: dict):
@@ -211,9 +212,9 @@ def test_cpu_ms_per_image_vs_stock(samples, benchmark, model, phase):
     assert worker_side >= MIN_WORKER_SIDE_SPEEDUP, f'{model} {phase}: {worker_side:.0f}x'
     # full decode still folds the resize (no float32, no PIL): it must beat the stock path too
     assert med['kit full decode'] < med['stock (exact)']
-    assert 1 / over_bare_med >= MIN_DECODE_SHARE, (
-        f'{model} {phase}: kit {over_bare_med:.2f}x a bare decode; floor '
-        f'{1 / MIN_DECODE_SHARE:.2f}x')
+    floor = MIN_DECODE_SHARE[(model, phase)]
+    assert 1 / over_bare_med >= floor, (
+        f'{model} {phase}: kit {over_bare_med:.2f}x a bare decode; floor {1 / floor:.2f}x')
 
 
 @pytest.mark.mmdet3d

@@ -178,18 +178,26 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
     else:  # only the crop's part (region_resize: within 1/64 px of the whole frame's grid)
         inside = resize_region(img, (new_w, new_h), (sx0, sy0, sx1, sy1))
     if p.rotate:
-        # view pixels -> crop pixels (translate), flip, rotate about the centre: one warp.
-        # PIL rotates about (w/2, h/2) in pixel-corner coordinates: (w-1)/2 in OpenCV's
-        m = np.array([[1.0, 0.0, sx0 - x0], [0.0, 1.0, sy0 - y0], [0.0, 0.0, 1.0]])
-        if p.flip:
-            m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
-        rot = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), p.rotate, 1.0),
-                         [0.0, 0.0, 1.0]])
-        return cv2.warpAffine(inside, (rot @ m)[:2], (w, h), flags=cv2.INTER_NEAREST,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(inside, _crop_flip_rotate(p, sx0 - x0, sy0 - y0), (w, h),
+                              flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
     if (sx0, sy0, sx1, sy1) != (x0, y0, x1, y1):
         padded = np.zeros((h, w) + img.shape[2:], img.dtype)
         padded[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = inside
         inside = padded
     return cv2.flip(inside, 1) if p.flip else inside
 
+
+def _crop_flip_rotate(p: AugParams, tx: int, ty: int) -> np.ndarray:
+    """2x3 map from the crop's part inside the image to the view: translate by (tx, ty) into
+    crop pixels, flip (x -> w-1-x), rotate ``p.rotate`` degrees counter-clockwise about the
+    crop's centre. PIL rotates about (w/2, h/2) in pixel-corner coordinates: (w-1)/2, (h-1)/2
+    in OpenCV's pixel-centre ones. Written out (it runs per view) rather than as 3x3 products."""
+    x0, y0, x1, y1 = p.crop
+    cx, cy = (x1 - x0 - 1) / 2, (y1 - y0 - 1) / 2
+    sx, ox = (-1.0, 2 * cx - tx) if p.flip else (1.0, float(tx))  # x' = sx * x + ox
+    t = math.radians(p.rotate)
+    c, s = math.cos(t), math.sin(t)
+    # rotation about (cx, cy): X = c x' + s y' + (1-c) cx - s cy;  Y = -s x' + c y' + s cx + (1-c) cy
+    return np.array([[c * sx, s, c * ox + s * ty + (1 - c) * cx - s * cy],
+                     [-s * sx, c, -s * ox + c * ty + s * cx + (1 - c) * cy]])

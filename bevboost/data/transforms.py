@@ -247,8 +247,11 @@ class FastLoadMultiViewImageFromFiles:
         if self.final_dim is None:
             return [None] * len(src_hws)
 
+        # this process's stream, resolved once per sample (tests may set a RandomState)
+        rng = self.rng.stream() if isinstance(self.rng, WorkerRng) else self.rng
+
         def draw(hw):
-            return augment.sample_aug(self.src_hw or hw, self.final_dim, rng=self.rng,
+            return augment.sample_aug(self.src_hw or hw, self.final_dim, rng=rng,
                                       sampler=self.rule.sampler, **self.aug_kwargs)
         if self.rule.per_view:
             return [draw(hw) for hw in src_hws]

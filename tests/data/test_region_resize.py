@@ -66,7 +66,7 @@ def test_a_region_at_the_origin_is_exact():
                                   whole[:200, :500])
 
 
-def test_it_resizes_less_than_the_frame():
+def test_it_resizes_less_than_the_frame(monkeypatch):
     """The point of it: a PETRv2-like bottom crop interpolates well under the whole frame."""
     img = np.zeros((450, 800, 3), np.uint8)
     calls = []
@@ -75,11 +75,8 @@ def test_it_resizes_less_than_the_frame():
     def spy(src, *args, **kwargs):
         calls.append(src.shape[:2])
         return real(src, *args, **kwargs)
-    cv2.resize = spy
-    try:
-        resize_region(img, (913, 513), (46, 193, 846, 513))
-    finally:
-        cv2.resize = real
+    monkeypatch.setattr(cv2, 'resize', spy)
+    resize_region(img, (913, 513), (46, 193, 846, 513))
     (h, w), = calls
     assert h * w <= 0.75 * 450 * 800, (h, w)
 
