@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from bevboost.data.region_resize import resize_region
+from bevboost.data.scratch import scratch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +207,16 @@ def warp_nearest(img: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.nd
 
     A nearest warp only moves whole pixels, and OpenCV moves one 32-bit word faster than three
     bytes: 3-channel uint8 images are packed into one int32 per pixel (RGBA, alpha 255) for the
-    warp and unpacked after (the border reads back as zeros, alpha dropped)."""
+    warp and unpacked after (the border reads back as zeros, alpha dropped). The two packed
+    images are this thread's scratch arrays (:mod:`bevboost.data.scratch`).
+    """
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         return cv2.warpAffine(img, m, size, flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    packed = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA).view(np.int32)[..., 0]
-    out = cv2.warpAffine(packed, m, size, flags=cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return cv2.cvtColor(out.view(np.uint8).reshape(size[1], size[0], 4), cv2.COLOR_RGBA2RGB)
+    packed = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA, dst=scratch('warp-in', img.shape[:2] + (4,)))
+    warped = cv2.warpAffine(packed.view(np.int32)[..., 0], m, size,
+                            dst=scratch('warp-out', (size[1], size[0], 4)).view(np.int32)[..., 0],
+                            flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    return cv2.cvtColor(warped.view(np.uint8).reshape(size[1], size[0], 4), cv2.COLOR_RGBA2RGB)
+

@@ -34,3 +34,17 @@ def test_other_images_take_the_plain_warp():
         warp_nearest(img, m, (80, 60)),
         cv2.warpAffine(img, m, (80, 60), flags=cv2.INTER_NEAREST,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+
+
+def test_results_do_not_share_the_scratch_buffers():
+    """Each call's result is its own array: a later call (another size too) leaves it alone."""
+    rng = np.random.default_rng(5)
+    m = cv2.getRotationMatrix2D((351.5, 127.5), 4.0, 1.0)
+    imgs = [rng.integers(0, 256, (256, 704, 3), np.uint8),
+            rng.integers(0, 256, (240, 650, 3), np.uint8),
+            rng.integers(0, 256, (256, 704, 3), np.uint8)]
+    sizes = [(704, 256), (704, 256), (640, 200)]
+    outs = [warp_nearest(img, m, size) for img, size in zip(imgs, sizes)]
+    for img, size, out in zip(imgs, sizes, outs):
+        np.testing.assert_array_equal(out, cv2.warpAffine(
+            img, m, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
