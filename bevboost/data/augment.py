@@ -127,19 +127,25 @@ def _sample_relative(src_hw, final_dim, resize_lim, bot_pct_lim, rand_flip, is_t
 
 
 def ida_matrix(p: AugParams) -> np.ndarray:
-    """3x3 matrix taking original pixel coordinates to augmented ones."""
-    a = np.eye(2) * p.resize
-    b = -np.array(p.crop[:2], dtype=np.float64)
-    if p.flip:
-        f = np.array([[-1.0, 0.0], [0.0, 1.0]])
-        a, b = f @ a, f @ b + np.array([p.crop[2] - p.crop[0], 0.0])
-    if p.rotate:
-        t = math.radians(p.rotate)
-        r = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
-        centre = np.array([p.crop[2] - p.crop[0], p.crop[3] - p.crop[1]]) / 2
-        a, b = r @ a, r @ b + centre - r @ centre
+    """3x3 matrix taking original pixel coordinates to augmented ones.
+
+    Resize by ``p.resize``, crop (translate by ``-crop[:2]``), flip about the
+    crop's width, rotate ``p.rotate`` degrees about the crop's centre. Written
+    out in floats rather than as matrix products: it runs for every view.
+    """
+    x0, y0, x1, y1 = p.crop
+    a00, a11 = (-p.resize if p.flip else p.resize), p.resize  # linear part: diag(a00, a11)
+    bx, by = (float(x1) if p.flip else float(-x0)), float(-y0)  # translation
     out = np.eye(3)
-    out[:2, :2], out[:2, 2] = a, b
+    if not p.rotate:
+        out[0, 0], out[0, 2], out[1, 1], out[1, 2] = a00, bx, a11, by
+        return out
+    t = math.radians(p.rotate)
+    c, s = math.cos(t), math.sin(t)
+    cx, cy = (x1 - x0) / 2, (y1 - y0) / 2
+    # R = [[c, s], [-s, c]] about the centre: A' = R A, b' = R b + centre - R centre
+    out[0] = (c * a00, s * a11, (c * bx + s * by + cx) - (c * cx + s * cy))
+    out[1] = (-s * a00, c * a11, (-s * bx + c * by + cy) - (-s * cx + c * cy))
     return out
 
 

@@ -44,23 +44,20 @@ def write_loader_keys(results: dict, loader: str, paths: Sequence[str], cam2img:
         raise ValueError(f'loader must be one of {STOCK_LOADERS}, got {loader!r}')
     paths = list(paths)
     if loader == 'BEVLoadMultiViewImageFromFiles':
-        k4, c2l, l2i = [], [], []
-        for k, m in zip(cam2img, lidar2cam):
-            m32 = np.array(m).astype(np.float32)
-            rot, trans = m32[:3, :3], m32[:3, 3:4]
-            cam2lidar = np.eye(4)
-            cam2lidar[:3, :3] = rot.T
-            cam2lidar[:3, 3:4] = -1 * np.matmul(rot.T, trans.reshape(3, 1))
-            c2l.append(cam2lidar)
-            k32 = np.eye(4).astype(np.float32)
-            k32[:3, :3] = np.array(k).astype(np.float32)
-            k4.append(k32)
-            l2i.append(k32 @ m32)
+        # its per-view float32 maths, done for all views at once (it runs for every sample)
+        n = len(lidar2cam)
+        m32 = np.array(lidar2cam).astype(np.float32)
+        rot_t, trans = m32[:, :3, :3].transpose(0, 2, 1), m32[:, :3, 3:4]
+        cam2lidar = np.repeat(np.eye(4)[None], n, axis=0)
+        cam2lidar[:, :3, :3] = rot_t
+        cam2lidar[:, :3, 3:4] = -1 * np.matmul(rot_t, trans)
+        k32 = np.repeat(np.eye(4, dtype=np.float32)[None], n, axis=0)
+        k32[:, :3, :3] = np.array(cam2img).astype(np.float32)
         results['img_path'] = paths
-        results['cam2img'] = np.stack(k4, axis=0)
+        results['cam2img'] = k32
         results['lidar2cam'] = np.stack(lidar2cam, axis=0)
-        results['cam2lidar'] = np.stack(c2l, axis=0)
-        results['lidar2img'] = np.stack(l2i, axis=0)
+        results['cam2lidar'] = cam2lidar
+        results['lidar2img'] = np.matmul(k32, m32)
     else:
         results['cam2img'] = list(cam2img)
         results['lidar2cam'] = list(lidar2cam)
