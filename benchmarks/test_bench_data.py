@@ -296,10 +296,11 @@ def test_loader_throughput_and_wait(samples, benchmark):
 
 # ---- the shm ring where transfer matters: uint8 320x800 x 12 views, and encoded JPEG bytes ----
 #: ring samples per CPU-second over torch's DataLoader must stay above these: 0.8x the lowest
-#: medians measured on a 2-core CPU (2.92x and 3.15x over 9 runs on a quiet machine,
-#: docs/data.md; encoded JPEG bytes measured 2.23x-2.40x on a machine loaded by other jobs,
-#: before and after the fold-in-place change alike); the goal is >= 1.3x
-MIN_RING_SPEEDUP = {'uint8-12x320x800': 2.3, 'encoded-12-jpegs': 1.8}
+#: medians measured on a 2-core CPU (docs/data.md): uint8 2.28x, in a fresh-clone CI run where
+#: torch's side cost 9.5 CPU-ms per sample against 11.2-13.8 in earlier runs (2.92x-3.5x over 9
+#: runs on a quiet machine); encoded JPEG bytes 2.23x on a machine loaded by other jobs. The
+#: goal is >= 1.3x
+MIN_RING_SPEEDUP = {'uint8-12x320x800': 1.8, 'encoded-12-jpegs': 1.8}
 RING_VIEWS = 12
 
 
