@@ -156,7 +156,17 @@ def img_aug_matrix(ida: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
+def decode_padded(p: AugParams | None) -> bool:
+    """Whether a view under plan ``p`` is best decoded with a padding byte per pixel (HxWx4).
+
+    Its rotation is a nearest warp, which moves one 32-bit word per pixel
+    (:func:`warp_nearest`): libjpeg-turbo writes the padding byte at no extra
+    cost, the 4-byte resize is no slower, and the warp then needs no packing pass.
+    """
+    return p is not None and bool(p.rotate)
+
+
+def apply_plan(img: np.ndarray, p: AugParams, padded: bool = False) -> np.ndarray:
     """Resize ``img`` to ``p.resize_dims`` (from any decoded scale), crop, flip, rotate.
 
     The geometry is PIL's, as the folded transforms run it: ``resize`` then
@@ -171,25 +181,35 @@ def apply_plan(img: np.ndarray, p: AugParams) -> np.ndarray:
     within 1/64 px of the whole frame's grid); crop, flip and rotation are one
     nearest warp from that part (outside it both sides are zero; :func:`warp_nearest`),
     a flip alone is ``cv2.flip``, and an unflipped crop inside the image is returned as is.
+
+    ``padded``: ``img`` is HxWx4 uint8, three channels and a padding byte
+    (:func:`decode_padded`); the result has the three channels only.
     """
     new_w, new_h = p.resize_dims
     x0, y0, x1, y1 = p.crop
     w, h = x1 - x0, y1 - y0
+    if padded and (img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4):
+        raise ValueError(f'a padded image is HxWx4 uint8, got {img.shape} {img.dtype}')
+    channels = (3,) if padded else img.shape[2:]
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, new_w), min(y1, new_h)
     if sx1 <= sx0 or sy1 <= sy0:  # the crop misses the image: all zeros, as PIL's
-        return np.zeros((h, w) + img.shape[2:], img.dtype)
+        return np.zeros((h, w) + channels, img.dtype)
     if img.shape[:2] == (new_h, new_w):
         inside = img[sy0:sy1, sx0:sx1]
     elif img.shape[1] > 2 * new_w:  # strong shrink: whole frame, INTER_AREA
         inside = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)[sy0:sy1, sx0:sx1]
     else:  # only the crop's part (region_resize: within 1/64 px of the whole frame's grid)
-        inside = resize_region(img, (new_w, new_h), (sx0, sy0, sx1, sy1))
+        # a rotation or flip writes the result from it: resize into scratch memory then
+        inside = resize_region(img, (new_w, new_h), (sx0, sy0, sx1, sy1),
+                               into_scratch=bool(p.rotate or p.flip))
     if p.rotate:
-        return warp_nearest(inside, _crop_flip_rotate(p, sx0 - x0, sy0 - y0), (w, h))
+        return warp_nearest(inside, _crop_flip_rotate(p, sx0 - x0, sy0 - y0), (w, h), padded)
+    if padded:  # not what decode_padded asks for, but served
+        inside = np.ascontiguousarray(inside[..., :3])
     if (sx0, sy0, sx1, sy1) != (x0, y0, x1, y1):
-        padded = np.zeros((h, w) + img.shape[2:], img.dtype)
-        padded[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = inside
-        inside = padded
+        framed = np.zeros((h, w) + channels, img.dtype)
+        framed[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = inside
+        inside = framed
     return cv2.flip(inside, 1) if p.flip else inside
 
 
@@ -208,18 +228,27 @@ def _crop_flip_rotate(p: AugParams, tx: int, ty: int) -> np.ndarray:
                      [-s * sx, c, -s * ox + c * ty + s * cx + (1 - c) * cy]])
 
 
-def warp_nearest(img: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def warp_nearest(img: np.ndarray, m: np.ndarray, size: tuple[int, int],
+                 padded: bool = False) -> np.ndarray:
     """``cv2.warpAffine(img, m, size, INTER_NEAREST)`` with zeros outside, pixel for pixel.
 
     A nearest warp only moves whole pixels, and OpenCV moves one 32-bit word faster than three
     bytes: 3-channel uint8 images are packed into one int32 per pixel (RGBA, alpha 255) for the
-    warp and unpacked after (the border reads back as zeros, alpha dropped). The two packed
-    images are this thread's scratch arrays (:mod:`bevboost.data.scratch`).
+    warp and unpacked after (the border reads back as zeros, alpha dropped). ``padded``: ``img``
+    is HxWx4 uint8 already (three channels and a padding byte, :func:`decode_padded`) and is
+    warped as it stands; the result has the three channels. The packed image and the warped one
+    are this thread's scratch arrays (:mod:`bevboost.data.scratch`).
     """
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    if padded:
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
+            raise ValueError(f'a padded image is HxWx4 uint8, got {img.shape} {img.dtype}')
+        packed = img
+    elif img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         return cv2.warpAffine(img, m, size, flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    packed = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA, dst=scratch('warp-in', img.shape[:2] + (4,)))
+    else:
+        packed = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA,
+                              dst=scratch('warp-in', img.shape[:2] + (4,)))
     warped = cv2.warpAffine(packed.view(np.int32)[..., 0], m, size,
                             dst=scratch('warp-out', (size[1], size[0], 4)).view(np.int32)[..., 0],
                             flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,

@@ -25,6 +25,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from bevboost._optional import cuda_available, is_available, require
+from bevboost.data.scratch import scratch
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ def reduction_for(src_hw: tuple[int, int], target_hw: tuple[int, int],
                 and src_hw[1] // d * max_upsample >= target_hw[1]):
             return d
     return 1
+
+
+def decoded_hw(src_hw: tuple[int, int], target_hw: tuple[int, int] | None,
+               max_upsample: float = 1.0) -> tuple[int, int]:
+    """(H, W) :func:`decode_cpu` returns: libjpeg-turbo rounds a scaled size up."""
+    d = 1 if target_hw is None else reduction_for(src_hw, target_hw, max_upsample)
+    return -(-src_hw[0] // d), -(-src_hw[1] // d)
 
 
 def in_loader_worker() -> bool:
@@ -97,19 +105,27 @@ def resolve_backend(backend: str, where: Literal['worker', 'main'] = 'worker') -
 
 def decode_cpu(data: bytes, target_hw: tuple[int, int] | None, channel_order: str = 'bgr',
                path: str = '', sample: str = '', max_upsample: float = 1.0,
-               src_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+               src_hw: tuple[int, int] | None = None, padded: bool = False,
+               into_scratch: bool = False) -> tuple[np.ndarray, int]:
     """Decode one JPEG with libjpeg-turbo at the smallest scale covering ``target_hw``.
 
     ``src_hw``: the (H, W) from the header when the caller has parsed it already.
-    Returns the uint8 HxWx3 image and the reduction factor used.
+    ``padded``: four bytes per pixel, the channels and a padding byte (``'BGRX'``/``'RGBX'``,
+    :func:`bevboost.data.augment.decode_padded`).
+    ``into_scratch``: decode into this thread's scratch array (:mod:`bevboost.data.scratch`),
+    for a caller that resizes the image and drops it: it is overwritten by the next such decode.
+    Returns the uint8 HxWx3 (HxWx4 padded) image and the reduction factor used.
     """
     try:
         if src_hw is None:
             src_hw = _simplejpeg().decode_jpeg_header(data)[:2]
         height, width = src_hw
         d = 1 if target_hw is None else reduction_for((height, width), target_hw, max_upsample)
-        img = _simplejpeg().decode_jpeg(data, colorspace=channel_order.upper(), strict=True,
-                                        min_height=-(-height // d), min_width=-(-width // d))
+        out_hw = -(-height // d), -(-width // d)
+        buffer = scratch('decode', out_hw + (3 + padded,)) if into_scratch else None
+        img = _simplejpeg().decode_jpeg(data, colorspace=channel_order.upper() + 'X' * padded,
+                                        strict=True, min_height=out_hw[0], min_width=out_hw[1],
+                                        buffer=buffer)
     except (ValueError, OSError) as exc:
         raise ImageLoadError(f'corrupt or truncated JPEG ({exc})', path, sample) from exc
     return img, d

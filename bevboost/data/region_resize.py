@@ -27,6 +27,8 @@ import math
 import cv2
 import numpy as np
 
+from bevboost.data.scratch import scratch
+
 #: how far (in output pixels) a region's sample grid may sit from the whole frame's
 MAX_SHIFT_PX = 1 / 64
 #: source indices searched below a region's start for an aligned slice start
@@ -59,11 +61,13 @@ def slice_end(src_len: int, out_len: int, last: int) -> int:
 
 
 def resize_region(img: np.ndarray, size: tuple[int, int],
-                  region: tuple[int, int, int, int]) -> np.ndarray:
+                  region: tuple[int, int, int, int], into_scratch: bool = False) -> np.ndarray:
     """``cv2.resize(img, size, interpolation=INTER_LINEAR)[y0:y1, x0:x1]``, computing the region only.
 
     ``size`` is (W, H) as for ``cv2.resize``; ``region`` (x0, y0, x1, y1) lies
     inside it. Equal to the whole-frame resize up to :data:`MAX_SHIFT_PX`.
+    ``into_scratch``: resize into this thread's scratch array (:mod:`bevboost.data.scratch`),
+    for a caller that writes its own result from it.
     """
     new_w, new_h = size
     x0, y0, x1, y1 = region
@@ -74,8 +78,12 @@ def resize_region(img: np.ndarray, size: tuple[int, int],
     ay, by = slice_start(src_h, new_h, y0)
     ex, ey = slice_end(src_w, new_w, x1 - 1), slice_end(src_h, new_h, y1 - 1)
     piece = img[ay:ey, ax:ex]
-    out = cv2.resize(piece, None, fx=new_w / src_w, fy=new_h / src_h,
-                     interpolation=cv2.INTER_LINEAR)
+    fx, fy = new_w / src_w, new_h / src_h
+    dst = None
+    if into_scratch:  # the size OpenCV gives fx, fy (rounded to nearest); it reallocates if not
+        dst = scratch('resize', (round(piece.shape[0] * fy), round(piece.shape[1] * fx))
+                      + piece.shape[2:])
+    out = cv2.resize(piece, None, dst=dst, fx=fx, fy=fy, interpolation=cv2.INTER_LINEAR)
     part = out[y0 - by:y1 - by, x0 - bx:x1 - bx]
     # cv2.resize copies a slice whose output size rounds to its own size, at any scale
     copied = out.shape[:2] == piece.shape[:2] and (new_w, new_h) != (src_w, src_h)

@@ -33,8 +33,8 @@ import numpy as np
 from mmengine.registry import TRANSFORMS
 
 from bevboost.data import augment, stock_keys
-from bevboost.data.decode import (DaliDecoder, ImageLoadError, decode_cpu, in_loader_worker,
-                                  resolve_backend)
+from bevboost.data.decode import (DaliDecoder, ImageLoadError, decode_cpu, decoded_hw,
+                                  in_loader_worker, resolve_backend)
 from bevboost.data.seeding import WorkerRng
 from bevboost.data.skip_counts import SkipCounter
 
@@ -193,16 +193,26 @@ class FastLoadMultiViewImageFromFiles:
         """Samples skipped so far by this transform in every loader worker."""
         return self.skip_counter.value if self.skip_counter is not None else 0
 
-    def _decode(self, blobs: list[bytes], paths: list[str], plans: list, src_hws: list,
-                sample: str) -> list[np.ndarray]:
+    def _decode_views(self, job: PendingDecode, plans: list) -> list[np.ndarray]:
+        """Every view decoded and augmented. On the CPU one view at a time, so that one
+        decoded frame is alive at once: six at once grew the heap past glibc's trim threshold
+        and every sample page-faulted it in again (~77 faults per image)."""
         targets = [p and p.resize_hw if self.dct_scaling else None for p in plans]
         if self.backend == 'dali':
             if self._dali is None:
-                self._dali = DaliDecoder('cpu', batch_size=len(blobs),
+                self._dali = DaliDecoder('cpu', batch_size=len(job.blobs),
                                          channel_order=self.channel_order)
-            return self._dali(blobs, targets, paths, sample)
-        return [decode_cpu(b, t, self.channel_order, p, sample, self.max_upsample, hw)[0]
-                for b, t, p, hw in zip(blobs, targets, paths, src_hws)]
+            imgs = self._dali(job.blobs, targets, job.paths, job.sample)
+            return [im if p is None else augment.apply_plan(im, p) for im, p in zip(imgs, plans)]
+        out = []
+        for blob, target, path, hw, p in zip(job.blobs, targets, job.paths, job.src_hws, plans):
+            padded = augment.decode_padded(p)  # the CPU decode pads where the plan asks
+            # a frame that apply_plan resizes is dropped after: decode it into scratch memory
+            resized = p is not None and decoded_hw(hw, target, self.max_upsample) != p.resize_hw
+            img = decode_cpu(blob, target, self.channel_order, path, job.sample,
+                             self.max_upsample, hw, padded=padded, into_scratch=resized)[0]
+            out.append(img if p is None else augment.apply_plan(img, p, padded))
+        return out
 
     def _views(self, results: dict, sample: str) -> tuple[list[str], list, list]:
         images = results.get('images')
@@ -286,8 +296,7 @@ class FastLoadMultiViewImageFromFiles:
                                        channel_order=self.channel_order,
                                        max_upsample=self.max_upsample)
         else:
-            imgs = self._decode(job.blobs, job.paths, plans, job.src_hws, job.sample)
-            imgs = [im if p is None else augment.apply_plan(im, p) for im, p in zip(imgs, plans)]
+            imgs = self._decode_views(job, plans)
             if self.to_float32:
                 imgs = [im.astype(np.float32) for im in imgs]
             results['img'] = imgs
@@ -316,11 +325,6 @@ class FastLoadMultiViewImageFromFiles:
             num_views=self.num_views, num_ref_frames=1 if self.load_prev_frame else 0,
             img_norm_cfg=dict(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32),
                               to_rgb=False))
-
-    @staticmethod
-    def _augment(img: np.ndarray, p: augment.AugParams) -> np.ndarray:
-        """One view's resize/crop/flip/rotate (:func:`bevboost.data.augment.apply_plan`)."""
-        return augment.apply_plan(img, p)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_views={self.num_views}, final_dim={self.final_dim}, '

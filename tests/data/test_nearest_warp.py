@@ -27,6 +27,21 @@ def test_packed_warp_equals_the_three_channel_warp(angle, flip):
     assert (ours == 0).all(axis=2).any()  # the zero fill is there, not alpha or garbage
 
 
+@pytest.mark.parametrize('angle', [-5.4, 3.0])
+def test_padded_frame_warps_as_the_three_channel_one(angle):
+    """A frame decoded with a padding byte (any value) warps to OpenCV's 3-channel result, also
+    from a strided view (the crop's part of a larger resized frame)."""
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (300, 760, 4), np.uint8)
+    part = frame[30:280, 40:730]
+    m = cv2.getRotationMatrix2D((351.5, 127.5), angle, 1.0)
+    stock = cv2.warpAffine(np.ascontiguousarray(part[..., :3]), m, (704, 256),
+                           flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    np.testing.assert_array_equal(warp_nearest(part, m, (704, 256), padded=True), stock)
+    with pytest.raises(ValueError, match='HxWx4 uint8'):
+        warp_nearest(part[..., :3], m, (704, 256), padded=True)
+
+
 def test_other_images_take_the_plain_warp():
     img = np.arange(60 * 80, dtype=np.float32).reshape(60, 80)
     m = cv2.getRotationMatrix2D((39.5, 29.5), 3.0, 1.0)

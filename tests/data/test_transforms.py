@@ -159,20 +159,25 @@ def test_nvjpeg_and_dali_mixed_on_gpu(nus_root):
 
 @pytest.mark.parametrize('crop,flip,rotate', [
     ((40, 30, 240, 130), False, 4.7), ((40, 30, 240, 130), True, -5.3),
-    ((-20, 50, 180, 170), True, 3.1), ((10, 10, 210, 110), True, 0.0)])
-def test_crop_flip_rotate_is_pils(crop, flip, rotate):
+    ((-20, 50, 180, 170), True, 3.1), ((10, 10, 210, 110), True, 0.0),
+    ((300, 10, 500, 110), False, 2.0)])  # the crop misses the image
+@pytest.mark.parametrize('padded', [False, True])
+def test_crop_flip_rotate_is_pils(crop, flip, rotate, padded):
     """Without a resize, crop (zeros outside), flip and rotation are PIL's pixel for pixel
-    (nearest, about the crop's centre, zero fill), edges included."""
+    (nearest, about the crop's centre, zero fill), edges included; also from a frame decoded
+    with a padding byte per pixel (whatever its value, the result has three channels)."""
     from PIL import Image
 
     from bevboost.data.augment import AugParams, apply_plan
-    img = np.random.default_rng(0).integers(0, 256, (150, 220, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (150, 220, 3), dtype=np.uint8)
     plan = AugParams(1.0, (220, 150), crop, flip, rotate)
     pil = Image.fromarray(img).crop(crop)
     if flip:
         pil = pil.transpose(method=Image.Transpose.FLIP_LEFT_RIGHT)
     ref = np.asarray(pil.rotate(rotate))
-    out = apply_plan(img, plan)
-    assert out.shape == ref.shape
+    src = np.dstack([img, rng.integers(0, 256, (150, 220), dtype=np.uint8)]) if padded else img
+    out = apply_plan(src, plan, padded)
+    assert out.shape == ref.shape and out.flags.c_contiguous
     # nearest sampling on a 1/1024-pixel fixed-point grid: a tie may round the other way
     assert (out != ref).any(axis=-1).mean() < 5e-3  # measured <= 1.8e-3; bilinear: 0.75-0.87
