@@ -188,8 +188,8 @@ def apply_plan(img: np.ndarray, p: AugParams, padded: bool = False) -> np.ndarra
     new_w, new_h = p.resize_dims
     x0, y0, x1, y1 = p.crop
     w, h = x1 - x0, y1 - y0
-    if padded and (img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4):
-        raise ValueError(f'a padded image is HxWx4 uint8, got {img.shape} {img.dtype}')
+    if padded:
+        _check_padded(img)
     channels = (3,) if padded else img.shape[2:]
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, new_w), min(y1, new_h)
     if sx1 <= sx0 or sy1 <= sy0:  # the crop misses the image: all zeros, as PIL's
@@ -240,8 +240,7 @@ def warp_nearest(img: np.ndarray, m: np.ndarray, size: tuple[int, int],
     are this thread's scratch arrays (:mod:`bevboost.data.scratch`).
     """
     if padded:
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
-            raise ValueError(f'a padded image is HxWx4 uint8, got {img.shape} {img.dtype}')
+        _check_padded(img)
         packed = img
     elif img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         return cv2.warpAffine(img, m, size, flags=cv2.INTER_NEAREST,
@@ -255,3 +254,7 @@ def warp_nearest(img: np.ndarray, m: np.ndarray, size: tuple[int, int],
                             borderValue=0)
     return cv2.cvtColor(warped.view(np.uint8).reshape(size[1], size[0], 4), cv2.COLOR_RGBA2RGB)
 
+
+def _check_padded(img: np.ndarray) -> None:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 4:
+        raise ValueError(f'a padded image is HxWx4 uint8, got {img.shape} {img.dtype}')

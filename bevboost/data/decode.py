@@ -61,6 +61,10 @@ def decoded_hw(src_hw: tuple[int, int], target_hw: tuple[int, int] | None,
                max_upsample: float = 1.0) -> tuple[int, int]:
     """(H, W) :func:`decode_cpu` returns: libjpeg-turbo rounds a scaled size up."""
     d = 1 if target_hw is None else reduction_for(src_hw, target_hw, max_upsample)
+    return _scaled_hw(src_hw, d)
+
+
+def _scaled_hw(src_hw: tuple[int, int], d: int) -> tuple[int, int]:
     return -(-src_hw[0] // d), -(-src_hw[1] // d)
 
 
@@ -119,9 +123,8 @@ def decode_cpu(data: bytes, target_hw: tuple[int, int] | None, channel_order: st
     try:
         if src_hw is None:
             src_hw = _simplejpeg().decode_jpeg_header(data)[:2]
-        height, width = src_hw
-        d = 1 if target_hw is None else reduction_for((height, width), target_hw, max_upsample)
-        out_hw = -(-height // d), -(-width // d)
+        d = 1 if target_hw is None else reduction_for(src_hw, target_hw, max_upsample)
+        out_hw = _scaled_hw(src_hw, d)
         buffer = scratch('decode', out_hw + (3 + padded,)) if into_scratch else None
         img = _simplejpeg().decode_jpeg(data, colorspace=channel_order.upper() + 'X' * padded,
                                         strict=True, min_height=out_hw[0], min_width=out_hw[1],
